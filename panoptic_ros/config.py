@@ -1,0 +1,459 @@
+"""The configuration tree: frozen dataclasses, one documented default per field.
+
+One :class:`Config` holds everything a run needs. :func:`load_config` merges
+defaults <- YAML file <- ``key=value`` overrides and validates the result, so the CLI, the
+node (through ROS parameters) and tests all build configuration through one validator.
+
+The YAML may be plain nested sections (``fusion: {center_threshold: 0.2}``) or a ROS 2
+parameters file (``/**: {ros__parameters: {...}}``, nested or with dotted names), so the
+same ``config/panoptic.yaml`` serves ``ros2 launch`` and ``panoptic-ros replay --config``.
+
+Only ``build_*``/``from_config`` functions read a :class:`Config`; the modules they build
+take plain arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from panoptic_ros.errors import ConfigError
+
+__all__ = [
+    "BackendConfig",
+    "BackendName",
+    "Config",
+    "FieldSpec",
+    "FusionConfig",
+    "LabelsConfig",
+    "ModelConfig",
+    "Precision",
+    "RenderConfig",
+    "ReplayConfig",
+    "TrainConfig",
+    "config_fields",
+    "config_from_flat",
+    "config_to_dict",
+    "flatten_config",
+    "load_config",
+    "parse_override",
+]
+
+BackendName = Literal["auto", "tensorrt", "onnxruntime", "torch"]
+Precision = Literal["fp32", "fp16", "int8"]
+STRIDE = 32
+
+
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    read_only: bool = False,
+) -> Any:
+    """Declare a config field with its one-line doc, numeric range and restart-only flag."""
+    return field(
+        default=default,
+        metadata={"doc": doc, "minimum": minimum, "maximum": maximum, "read_only": read_only},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """Which model to run and at what input size."""
+
+    model_file_path: str = setting(
+        "", "ONNX model (or .safetensors checkpoint for the torch backend); '' = bundled demo model",
+        read_only=True,
+    )
+    network_height: int = setting(
+        0, "network input height in px, a multiple of 32; 0 = the model's own", minimum=0,
+        maximum=8192, read_only=True,
+    )
+    network_width: int = setting(
+        0, "network input width in px, a multiple of 32; 0 = the model's own", minimum=0,
+        maximum=8192, read_only=True,
+    )
+    engine_file_path: str = setting(
+        "", "TensorRT plan to use; '' = derived from the model inside engine_cache_dir",
+        read_only=True,
+    )
+    engine_cache_dir: str = setting(
+        "", "writable folder for built TensorRT engines; '' = $ROS_HOME/panoptic_ros/engines",
+        read_only=True,
+    )
+    force_engine_update: bool = setting(
+        False, "rebuild the TensorRT engine even if a fresh one is cached", read_only=True
+    )
+    allow_engine_build: bool = setting(
+        True, "build a missing or stale TensorRT engine at start-up (else refuse with a reason)",
+        read_only=True,
+    )
+
+    def __post_init__(self) -> None:
+        for key in ("network_height", "network_width"):
+            value = getattr(self, key)
+            if value % STRIDE:
+                raise ConfigError(f"model.{key}={value} must be a multiple of {STRIDE} (or 0)")
+        if (self.network_height == 0) != (self.network_width == 0):
+            raise ConfigError("model.network_height and model.network_width must both be 0 or both set")
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """Which inference runtime runs the model, and where."""
+
+    name: BackendName = setting(
+        "auto", "inference backend: auto (tensorrt > torch on CUDA > onnxruntime), tensorrt, "
+        "onnxruntime or torch", read_only=True,
+    )
+    device: str = setting(
+        "auto", "'auto', 'cpu', 'cuda' or 'cuda:N'", read_only=True
+    )
+    precision: Precision = setting(
+        "fp32", "compute precision where the backend chooses it (torch autocast); TensorRT and "
+        "ONNX take precision from the model file", read_only=True,
+    )
+    allow_fallback: bool = setting(
+        True, "if the requested backend is unavailable, fall back to the next one (logged)",
+        read_only=True,
+    )
+    num_threads: int = setting(
+        0, "CPU threads for ONNX Runtime / torch; 0 = library default", minimum=0, maximum=256,
+        read_only=True,
+    )
+    cuda_graph: bool = setting(
+        False, "capture the torch CUDA forward pass in a CUDA graph (fixed input size)",
+        read_only=True,
+    )
+    gpu_fusion: bool = setting(
+        True, "run panoptic fusion on the GPU when the backend's outputs live there", read_only=True
+    )
+
+    def __post_init__(self) -> None:
+        device = self.device
+        ok = device in ("auto", "cpu", "cuda") or (
+            device.startswith("cuda:") and device[5:].isdigit()
+        )
+        if not ok:
+            raise ConfigError(f"backend.device={device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+@dataclass(frozen=True, slots=True)
+class FusionConfig:
+    """Panoptic fusion thresholds (Panoptic-DeepLab style grouping at stride 4)."""
+
+    center_threshold: float = setting(
+        0.1, "minimum centre-heatmap value for an instance centre", minimum=0.0, maximum=1.0
+    )
+    nms_kernel: int = setting(
+        7, "max-pool window (cells, odd) for centre non-maximum suppression", minimum=1, maximum=31
+    )
+    top_k: int = setting(200, "at most this many instance centres per image", minimum=1, maximum=1000)
+    score_threshold: float = setting(
+        0.0, "drop instances whose score is below this", minimum=0.0, maximum=1.0
+    )
+    stuff_area_threshold_px: int = setting(
+        256, "stuff regions smaller than this (network-input pixels) become void", minimum=0,
+        maximum=1_000_000,
+    )
+    thing_area_threshold_px: int = setting(
+        64, "instances smaller than this (network-input pixels) are dropped and become void",
+        minimum=0, maximum=1_000_000,
+    )
+
+    def __post_init__(self) -> None:
+        if self.nms_kernel % 2 == 0:
+            raise ConfigError(f"fusion.nms_kernel={self.nms_kernel} must be odd")
+
+
+@dataclass(frozen=True, slots=True)
+class LabelsConfig:
+    """Which of the model's classes matter to the planner."""
+
+    drivable_classes: tuple[str, ...] = setting(
+        ("road",), "class names whose pixels form the drivable mask"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RenderConfig:
+    """How the overlay image for people (RViz, videos) is drawn."""
+
+    overlay_alpha: float = setting(
+        0.5, "weight of the panoptic colours over the camera image", minimum=0.0, maximum=1.0
+    )
+    draw_boxes: bool = setting(True, "draw each instance's box and label on the overlay")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayConfig:
+    """Offline replay of a rosbag2 through the pipeline."""
+
+    output_namespace: str = setting(
+        "/panoptic", "namespace of the output topics written to the output bag"
+    )
+    write_video: bool = setting(True, "also write the overlay as an MP4 video")
+    video_fps: float = setting(
+        0.0, "frame rate of the overlay video; 0 = from the input stamps", minimum=0.0,
+        maximum=1000.0,
+    )
+    max_frames: int = setting(0, "stop after this many frames; 0 = all", minimum=0)
+
+    def __post_init__(self) -> None:
+        if not self.output_namespace.startswith("/"):
+            raise ConfigError(
+                f"replay.output_namespace={self.output_namespace!r} must be absolute (start with '/')"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """Training on synthetic scenes (and, later, on real datasets)."""
+
+    steps: int = setting(3000, "optimizer steps", minimum=1)
+    batch_size: int = setting(8, "images per step", minimum=1, maximum=1024)
+    image_height: int = setting(256, "training input height (multiple of 32)", minimum=32)
+    image_width: int = setting(512, "training input width (multiple of 32)", minimum=32)
+    learning_rate: float = setting(2e-3, "peak AdamW learning rate", minimum=0.0, maximum=1.0)
+    weight_decay: float = setting(1e-4, "AdamW weight decay", minimum=0.0, maximum=1.0)
+    warmup_steps: int = setting(100, "linear learning-rate warm-up steps", minimum=0)
+    seed: int = setting(0, "seed for model init, data order and synthetic scenes", minimum=0)
+    num_workers: int = setting(1, "data-loading worker processes", minimum=0, maximum=64)
+    eval_every: int = setting(500, "evaluate PQ every this many steps; 0 = only at the end", minimum=0)
+    eval_images: int = setting(32, "held-out images per evaluation", minimum=1)
+    backbone: str = setting("efficientnet_lite0", "backbone architecture name")
+    backbone_weights: str = setting(
+        "auto", "backbone init: 'auto' = bundled ImageNet EfficientNet-Lite0 weights, 'none', "
+        "or a .safetensors path"
+    )
+    fpn_channels: int = setting(64, "channels of the two-way FPN", minimum=8, maximum=512)
+    head_channels: int = setting(64, "channels inside the semantic and instance heads", minimum=8,
+                                 maximum=512)
+
+    def __post_init__(self) -> None:
+        for key in ("image_height", "image_width"):
+            if getattr(self, key) % STRIDE:
+                raise ConfigError(f"train.{key}={getattr(self, key)} must be a multiple of {STRIDE}")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a run needs; every leaf has a default and a one-line doc."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One leaf of the configuration tree, as the node declares it as a ROS parameter."""
+
+    name: str
+    type: Any
+    default: Any
+    doc: str
+    minimum: float | None
+    maximum: float | None
+    read_only: bool
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        """Allowed values of a Literal field, else ()."""
+        return tuple(get_args(self.type)) if get_origin(self.type) is Literal else ()
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Config)}
+
+
+def config_fields() -> Iterator[FieldSpec]:
+    """Yield every leaf of :class:`Config` with its dotted name, type, default and doc."""
+    for section, cls in _section_types().items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            yield FieldSpec(
+                name=f"{section}.{f.name}",
+                type=hints[f.name],
+                default=f.default,
+                doc=meta.get("doc", ""),
+                minimum=meta.get("minimum"),
+                maximum=meta.get("maximum"),
+                read_only=bool(meta.get("read_only", False)),
+            )
+
+
+def _coerce(spec: FieldSpec, value: Any) -> Any:
+    """Check ``value`` against the field's type and range; return it in canonical form."""
+    kind = spec.type
+    origin = get_origin(kind)
+    if origin is Literal:
+        if value not in spec.choices:
+            raise ConfigError(f"{spec.name}={value!r} must be one of {list(spec.choices)}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{spec.name}={value!r} must be true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{spec.name}={value!r} must be an integer")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{spec.name}={value!r} must be a number")
+        value = float(value)
+    elif kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{spec.name}={value!r} must be a string")
+        return value
+    elif origin is tuple:
+        (item,) = {a for a in get_args(kind) if a is not Ellipsis}
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ConfigError(f"{spec.name}={value!r} must be a list")
+        return tuple(_coerce(dataclasses.replace(spec, type=item), v) for v in value)
+    else:  # pragma: no cover - a new field type without coercion is a programming error
+        raise AssertionError(f"no coercion for {spec.name}: {kind!r}")
+    if spec.minimum is not None and value < spec.minimum:
+        raise ConfigError(f"{spec.name}={value!r} is below the minimum {spec.minimum}")
+    if spec.maximum is not None and value > spec.maximum:
+        raise ConfigError(f"{spec.name}={value!r} is above the maximum {spec.maximum}")
+    return value
+
+
+def config_from_flat(values: Mapping[str, Any], base: Config | None = None) -> Config:
+    """Build a :class:`Config` from dotted names, on top of ``base`` (default: defaults).
+
+    Raises:
+        ConfigError: An unknown key, a value of the wrong type or out of range.
+    """
+    specs = {s.name: s for s in config_fields()}
+    unknown = sorted(set(values) - set(specs))
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}; see config/panoptic.yaml for the keys")
+    base = base or Config()
+    sections: dict[str, dict[str, Any]] = {}
+    for name, value in values.items():
+        section, key = name.split(".", 1)
+        sections.setdefault(section, {})[key] = _coerce(specs[name], value)
+    replaced = {
+        section: dataclasses.replace(getattr(base, section), **changes)
+        for section, changes in sections.items()
+    }
+    return dataclasses.replace(base, **replaced)
+
+
+def flatten_config(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested mappings to dotted names: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_config(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_to_dict(config: Config) -> dict[str, dict[str, Any]]:
+    """Return the config as nested plain mappings (tuples become lists) for YAML/JSON."""
+    out: dict[str, dict[str, Any]] = {}
+    for spec in config_fields():
+        section, key = spec.name.split(".", 1)
+        value = getattr(getattr(config, section), key)
+        out.setdefault(section, {})[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _ros_parameters(document: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Return the merged ``ros__parameters`` of a ROS 2 params file, or None if it is not one."""
+    blocks = [
+        v["ros__parameters"]
+        for v in document.values()
+        if isinstance(v, Mapping) and isinstance(v.get("ros__parameters"), Mapping)
+    ]
+    if not blocks:
+        return None
+    merged: dict[str, Any] = {}
+    for block in blocks:
+        merged.update(flatten_config(block))
+    return merged
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key=value`` (value in YAML syntax: ``0.2``, ``true``, ``[road, sidewalk]``).
+
+    Raises:
+        ConfigError: No ``=`` or an unparsable value.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from err
+    return key.strip(), value
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    *,
+    ignore_unknown_prefixes: tuple[str, ...] = ("node.", "camera.", "use_sim_time", "qos_overrides."),
+) -> Config:
+    """Load defaults <- YAML file <- ``key=value`` overrides, validating every value.
+
+    Args:
+        path: A YAML file (nested sections or a ROS 2 params file); None for defaults only.
+        overrides: ``section.key=value`` strings applied last.
+        ignore_unknown_prefixes: Keys of a ROS params file that belong to the node, not
+            to this tree (node and camera settings, ``use_sim_time``); skipped here.
+
+    Raises:
+        ConfigError: Unreadable file, unknown key or bad value; the message names the
+            dotted key and the file.
+    """
+    values: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {source!r}: {err.strerror}") from err
+        try:
+            document = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            first = str(err).splitlines()[0]
+            raise ConfigError(f"config file {source!r} is not valid YAML: {first}") from err
+        if not isinstance(document, Mapping):
+            raise ConfigError(f"config file {source!r} must hold a mapping at the top level")
+        ros = _ros_parameters(document)
+        flat = dict(ros) if ros is not None else flatten_config(document)
+        values.update(
+            {k: v for k, v in flat.items() if not k.startswith(ignore_unknown_prefixes)}
+        )
+    try:
+        config = config_from_flat(values)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from err
+    override_values = dict(parse_override(o) for o in overrides)
+    try:
+        return config_from_flat(override_values, base=config)
+    except ConfigError as err:
+        raise ConfigError(f"--set: {err}") from err
+
