@@ -1,0 +1,501 @@
+"""Panoptic quality (PQ, SQ, RQ) exactly as panopticapi's ``pq_compute``, and mIoU.
+
+The rules are panopticapi's ``evaluation.py``, which cityscapesscripts'
+``evalPanopticSemanticLabeling.py`` copies unchanged:
+
+* Ground truth id 0 is void (:data:`VOID`). Crowd segments (``iscrowd=1``) are never
+  matched. Ground-truth ids without a segment entry are skipped (neither void nor matched).
+* A prediction matches a ground truth segment of the same category when
+  ``IoU = inter / (pred_area + gt_area - inter - inter(pred, void)) > 0.5``. Only the
+  prediction's void pixels leave the union; same-category crowd pixels matter only for
+  the false-positive rule below (both official tools agree on this).
+* Unmatched non-crowd ground truth segments are false negatives. Unmatched predictions are
+  false positives unless more than half of their pixels lie on void plus the crowd region
+  of their own category.
+* PQ per category = sum of matched IoU / (tp + fp/2 + fn/2), SQ = sum IoU / tp (0 without
+  tp), RQ = tp / (tp + fp/2 + fn/2); the means run over the categories (in the order of
+  ``categories``) with tp + fp + fn > 0, for all, things and stuff.
+* A ground truth segment's area is its ``"area"`` entry when present (panopticapi reads it
+  from the JSON), else its pixel count.
+* Where the official tool raises ``KeyError`` (a predicted id in the map without a segment,
+  a segment without pixels, a predicted category not in ``categories``), this module raises
+  :class:`~panoptic_ros.errors.EvaluationError`. Where it divides by zero (no category with
+  tp + fp + fn > 0 in a group), the mean is 0 with ``n`` 0.
+
+The pair histogram is one ``np.unique`` over a combined uint64 key; the areas are sums
+over that histogram, so no Python loop touches pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from panoptic_ros.errors import EvaluationError
+from panoptic_ros.labels import LabelSpace
+
+__all__ = [
+    "INSTANCE_DIVISOR",
+    "OFFSET",
+    "VOID",
+    "CategoryStat",
+    "ClassQuality",
+    "PQResult",
+    "PQStat",
+    "categories_from_labels",
+    "evaluate_maps",
+    "miou_from_confusion",
+    "pq_single_image",
+    "segments_from_maps",
+    "semantic_confusion",
+]
+
+#: Segment id of void (unlabelled) pixels, in ground truth and prediction.
+VOID = 0
+#: Key multiplier of the (ground truth, prediction) pair histogram; ids must stay below it
+#: (panoptic PNGs hold 24-bit ids).
+OFFSET = 256 * 256 * 256
+#: ``segments_from_maps`` ids are ``(class + 1) * INSTANCE_DIVISOR + instance``.
+INSTANCE_DIVISOR = 1000
+_IGNORE = 255  # semantic value of void pixels in our maps
+
+
+@dataclass(slots=True)
+class CategoryStat:
+    """Counts of one category: matched IoU sum, true/false positives, false negatives."""
+
+    iou: float = 0.0
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClassQuality:
+    """PQ, SQ, RQ (fractions 0..1) and counts of one category."""
+
+    pq: float
+    sq: float
+    rq: float
+    tp: int
+    fp: int
+    fn: int
+
+
+@dataclass(frozen=True, slots=True)
+class PQResult:
+    """PQ/SQ/RQ averaged over all, thing and stuff categories, and per category.
+
+    Attributes:
+        summary: ``{"all" | "things" | "stuff": {"pq", "sq", "rq", "n"}}``; fractions in
+            0..1, ``n`` the number of categories averaged (those with tp + fp + fn > 0).
+        per_class: Category name -> quality, for the categories with tp + fp + fn > 0 (the
+            official tool also lists the others, as zeros).
+        miou: Mean IoU of the semantic maps when computed, else NaN.
+    """
+
+    summary: Mapping[str, Mapping[str, float]]
+    per_class: Mapping[str, ClassQuality]
+    miou: float = float("nan")
+
+    @property
+    def pq(self) -> float:
+        """PQ over all categories."""
+        return float(self.summary["all"]["pq"])
+
+    @property
+    def sq(self) -> float:
+        """SQ over all categories."""
+        return float(self.summary["all"]["sq"])
+
+    @property
+    def rq(self) -> float:
+        """RQ over all categories."""
+        return float(self.summary["all"]["rq"])
+
+    @property
+    def n(self) -> int:
+        """Number of categories in the ``all`` mean."""
+        return int(self.summary["all"]["n"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict: ``all``/``things``/``stuff``, ``per_class``, ``miou``."""
+        return {
+            **{key: dict(value) for key, value in self.summary.items()},
+            "per_class": {
+                name: {"pq": q.pq, "sq": q.sq, "rq": q.rq, "tp": q.tp, "fp": q.fp, "fn": q.fn}
+                for name, q in self.per_class.items()
+            },
+            "miou": self.miou,
+        }
+
+    def format_table(self) -> str:
+        """Return a fixed-width table in percent: per class, then all/things/stuff, mIoU."""
+        width = max([14, *(len(name) + 1 for name in self.per_class)])
+        header = f"{'category':{width}s}| {'PQ':>5s}  {'SQ':>5s}  {'RQ':>5s}"
+        lines = [f"{header} {'TP':>6s} {'FP':>6s} {'FN':>6s}"]
+        for name, q in self.per_class.items():
+            lines.append(
+                f"{name:{width}s}| {100 * q.pq:5.1f}  {100 * q.sq:5.1f}  {100 * q.rq:5.1f} "
+                f"{q.tp:6d} {q.fp:6d} {q.fn:6d}"
+            )
+        lines.append("-" * len(lines[0]))
+        lines.append(f"{'':{width}s}| {'PQ':>5s}  {'SQ':>5s}  {'RQ':>5s} {'N':>6s}")
+        for key in ("all", "things", "stuff"):
+            row = self.summary[key]
+            lines.append(
+                f"{key:{width}s}| {100 * row['pq']:5.1f}  {100 * row['sq']:5.1f}  "
+                f"{100 * row['rq']:5.1f} {int(row['n']):6d}"
+            )
+        if np.isfinite(self.miou):
+            lines.append(f"{'mIoU':{width}s}| {100 * self.miou:5.1f}")
+        return "\n".join(lines)
+
+
+@dataclass(slots=True)
+class PQStat:
+    """Per-category statistics accumulated over images; merge with ``+=``.
+
+    Attributes:
+        categories: Category id -> counts.
+    """
+
+    categories: dict[int, CategoryStat] = field(default_factory=dict)
+
+    def __getitem__(self, category: int) -> CategoryStat:
+        """Return the (created on first use) counts of ``category``."""
+        return self.categories.setdefault(category, CategoryStat())
+
+    def __iadd__(self, other: PQStat) -> PQStat:
+        """Add ``other``'s counts to these."""
+        for category, stat in other.categories.items():
+            mine = self[category]
+            mine.iou += stat.iou
+            mine.tp += stat.tp
+            mine.fp += stat.fp
+            mine.fn += stat.fn
+        return self
+
+    def _average(
+        self, categories: Mapping[int, Mapping[str, Any]], isthing: bool | None
+    ) -> tuple[dict[str, float], dict[int, ClassQuality]]:
+        """Mean PQ/SQ/RQ over the selected categories (panopticapi's ``pq_average``)."""
+        pq = sq = rq = 0.0
+        n = 0
+        per_class: dict[int, ClassQuality] = {}
+        for category, info in categories.items():
+            if isthing is not None and (info["isthing"] == 1) != isthing:
+                continue
+            stat = self.categories.get(category, CategoryStat())
+            if stat.tp + stat.fp + stat.fn == 0:
+                continue
+            n += 1
+            pq_class = stat.iou / (stat.tp + 0.5 * stat.fp + 0.5 * stat.fn)
+            sq_class = stat.iou / stat.tp if stat.tp != 0 else 0.0
+            rq_class = stat.tp / (stat.tp + 0.5 * stat.fp + 0.5 * stat.fn)
+            per_class[category] = ClassQuality(
+                pq_class, sq_class, rq_class, stat.tp, stat.fp, stat.fn
+            )
+            pq += pq_class
+            sq += sq_class
+            rq += rq_class
+        if n == 0:
+            return {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0}, per_class
+        return {"pq": pq / n, "sq": sq / n, "rq": rq / n, "n": n}, per_class
+
+    def result(
+        self, categories: Mapping[int, Mapping[str, Any]], miou: float = float("nan")
+    ) -> PQResult:
+        """Average into a :class:`PQResult`.
+
+        Args:
+            categories: Category id -> ``{"name": str, "isthing": 0 | 1}``.
+            miou: Optional mean IoU to carry along.
+        """
+        summary_all, per_class = self._average(categories, None)
+        summary_things, _ = self._average(categories, True)
+        summary_stuff, _ = self._average(categories, False)
+        return PQResult(
+            summary={"all": summary_all, "things": summary_things, "stuff": summary_stuff},
+            per_class={str(categories[c]["name"]): q for c, q in per_class.items()},
+            miou=miou,
+        )
+
+
+def _histogram(values: npt.NDArray[np.uint64], weights: npt.NDArray[np.int64]) -> dict[int, int]:
+    """Sum ``weights`` per distinct value: {value: total}."""
+    labels, inverse = np.unique(values, return_inverse=True)
+    totals = np.bincount(inverse.reshape(-1), weights=weights, minlength=len(labels))
+    return dict(zip(labels.tolist(), totals.astype(np.int64).tolist(), strict=True))
+
+
+def pq_single_image(
+    gt_ids: npt.NDArray[np.integer[Any]],
+    gt_segments: Sequence[Mapping[str, Any]],
+    pred_ids: npt.NDArray[np.integer[Any]],
+    pred_segments: Sequence[Mapping[str, Any]],
+    categories: Mapping[int, Mapping[str, Any]],
+) -> PQStat:
+    """Match one image's segments; count tp/fp/fn and the matched IoU per category.
+
+    Args:
+        gt_ids: [H, W] integer (uint32 in panoptic PNGs) segment id per pixel, 0 void.
+        gt_segments: ``{"id", "category_id", "iscrowd"[, "area"]}`` per ground truth
+            segment (panoptic ``segments_info``).
+        pred_ids: [H, W] integer predicted segment id per pixel, 0 unlabelled.
+        pred_segments: ``{"id", "category_id"}`` per predicted segment.
+        categories: Category id -> ``{"name", "isthing"}``.
+
+    Returns:
+        This image's statistics (add them up with ``+=``).
+
+    Raises:
+        EvaluationError: The shapes differ, an id is negative or not below :data:`OFFSET`,
+            a predicted id in the map has no segment, a predicted segment has no pixels, or
+            a predicted segment's category is not in ``categories``.
+    """
+    if gt_ids.shape != pred_ids.shape:
+        raise EvaluationError(
+            f"ground truth shape {gt_ids.shape!r} and prediction shape {pred_ids.shape!r} "
+            "differ; evaluate at the ground truth's resolution"
+        )
+    for name, ids in (("ground truth", gt_ids), ("prediction", pred_ids)):
+        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= OFFSET):
+            raise EvaluationError(
+                f"{name} segment ids span {int(ids.min())}..{int(ids.max())}, outside "
+                f"0..{OFFSET - 1}; panoptic ids are 24-bit"
+            )
+    gt = {int(s["id"]): s for s in gt_segments}
+    pred = {int(s["id"]): s for s in pred_segments}
+
+    # One sort of the combined key gives every (gt, pred) intersection; areas are its sums.
+    keys = gt_ids.astype(np.uint64).reshape(-1) * np.uint64(OFFSET) + pred_ids.astype(
+        np.uint64
+    ).reshape(-1)
+    pair_keys, pair_counts = np.unique(keys, return_counts=True)
+    pair_counts = pair_counts.astype(np.int64)
+    pair_gt = pair_keys // np.uint64(OFFSET)
+    pair_pred = pair_keys % np.uint64(OFFSET)
+    pred_area = _histogram(pair_pred, pair_counts)
+    gt_pixels = _histogram(pair_gt, pair_counts)
+
+    for label in pred_area:
+        if label not in pred and label != VOID:
+            raise EvaluationError(
+                f"segment id {label} is in the prediction map but not in its segments; "
+                "list every predicted id in segments_info"
+            )
+    missing = sorted(label for label in pred if label not in pred_area)
+    if missing:
+        raise EvaluationError(
+            f"predicted segments {missing[:5]!r} have no pixels in the map; drop them"
+        )
+    for label, segment in pred.items():
+        if segment["category_id"] not in categories:
+            raise EvaluationError(
+                f"predicted segment {label} has unknown category {segment['category_id']!r}; "
+                f"known: {sorted(categories)!r}"
+            )
+    gt_area = {label: int(s.get("area", gt_pixels.get(label, 0))) for label, s in gt.items()}
+    intersections = {
+        (g, p): c
+        for g, p, c in zip(pair_gt.tolist(), pair_pred.tolist(), pair_counts.tolist(), strict=True)
+    }
+
+    stat = PQStat()
+    gt_matched: set[int] = set()
+    pred_matched: set[int] = set()
+    # In key order, as panopticapi, so the IoU sums add up in the same order.
+    for (gt_label, pred_label), intersection in intersections.items():
+        if gt_label not in gt or pred_label not in pred:
+            continue
+        gt_segment = gt[gt_label]
+        if gt_segment.get("iscrowd", 0) == 1:
+            continue
+        if gt_segment["category_id"] != pred[pred_label]["category_id"]:
+            continue
+        union = (
+            pred_area[pred_label]
+            + gt_area[gt_label]
+            - intersection
+            - intersections.get((VOID, pred_label), 0)
+        )
+        iou = intersection / union
+        if iou > 0.5:
+            category = gt_segment["category_id"]
+            stat[category].tp += 1
+            stat[category].iou += iou
+            gt_matched.add(gt_label)
+            pred_matched.add(pred_label)
+
+    crowd_by_category: dict[int, int] = {}
+    for gt_label, segment in gt.items():
+        if gt_label in gt_matched:
+            continue
+        if segment.get("iscrowd", 0) == 1:
+            crowd_by_category[segment["category_id"]] = gt_label
+            continue
+        stat[segment["category_id"]].fn += 1
+    for pred_label, segment in pred.items():
+        if pred_label in pred_matched:
+            continue
+        ignored = intersections.get((VOID, pred_label), 0)
+        crowd = crowd_by_category.get(segment["category_id"])
+        if crowd is not None:
+            ignored += intersections.get((crowd, pred_label), 0)
+        if ignored / pred_area[pred_label] > 0.5:
+            continue  # mostly void or same-category crowd: not a false positive
+        stat[segment["category_id"]].fp += 1
+    return stat
+
+
+def categories_from_labels(labels: LabelSpace) -> dict[int, dict[str, Any]]:
+    """Panoptic categories keyed by class index: ``{index: {"id", "name", "isthing"}}``."""
+    return {
+        index: {"id": index, "name": info.name, "isthing": int(info.is_thing)}
+        for index, info in enumerate(labels.classes)
+    }
+
+
+def segments_from_maps(
+    semantic: npt.NDArray[np.uint8],
+    instances: npt.NDArray[np.integer[Any]],
+    labels: LabelSpace,
+) -> tuple[npt.NDArray[np.uint32], list[dict[str, Any]]]:
+    """Our semantic + instance maps -> panoptic ids and segments.
+
+    Categories are keyed by class index (``category_id`` = class index, as
+    :func:`categories_from_labels`). Segment ids are ``(class + 1) * 1000 + instance`` for
+    things and ``(class + 1) * 1000`` for stuff, 0 for void: the ``+ 1`` keeps class 0's
+    stuff segment apart from void id 0. Thing pixels without an instance (0) form one
+    crowd segment (``iscrowd=1``) per class, as Cityscapes' group regions.
+
+    Args:
+        semantic: [H, W] uint8 class per pixel, 255 void.
+        instances: [H, W] integer instance number per pixel (0 none), read on thing pixels.
+        labels: The label space.
+
+    Returns:
+        ([H, W] uint32 segment ids, segments with ``id``, ``category_id``, ``iscrowd``,
+        ``area``).
+
+    Raises:
+        EvaluationError: Shapes differ, a class is outside the label space, or an
+            instance number is outside 0..999.
+    """
+    if semantic.shape != instances.shape:
+        raise EvaluationError(
+            f"semantic shape {semantic.shape!r} and instance shape {instances.shape!r} differ"
+        )
+    known = semantic[semantic != _IGNORE]
+    if known.size and int(known.max()) >= labels.num_classes:
+        raise EvaluationError(
+            f"semantic map holds class {int(known.max())} but the label space has "
+            f"{labels.num_classes} classes; use the labels the map was made with"
+        )
+    thing = labels.is_thing_table()[semantic]
+    instance_values = instances[thing]
+    if instance_values.size and (
+        int(instance_values.min()) < 0 or int(instance_values.max()) >= INSTANCE_DIVISOR
+    ):
+        raise EvaluationError(
+            f"instance numbers span {int(instance_values.min())}..{int(instance_values.max())}"
+            f", outside 0..{INSTANCE_DIVISOR - 1}"
+        )
+    ids = np.asarray((semantic.astype(np.uint32) + 1) * INSTANCE_DIVISOR, dtype=np.uint32)
+    ids += np.where(thing, instances, 0).astype(np.uint32)
+    ids[semantic == _IGNORE] = VOID
+    segment_ids, areas = np.unique(ids, return_counts=True)
+    segments = []
+    for segment_id, area in zip(segment_ids.tolist(), areas.tolist(), strict=True):
+        if segment_id == VOID:
+            continue
+        class_index, instance = divmod(segment_id, INSTANCE_DIVISOR)
+        class_index -= 1
+        crowd = labels.classes[class_index].is_thing and instance == 0
+        segments.append(
+            {"id": segment_id, "category_id": class_index, "iscrowd": int(crowd), "area": area}
+        )
+    return ids, segments
+
+
+def semantic_confusion(
+    gt: npt.NDArray[np.uint8], pred: npt.NDArray[np.uint8], num_classes: int
+) -> npt.NDArray[np.int64]:
+    """Count (ground truth, prediction) class pairs over the non-void ground truth pixels.
+
+    Args:
+        gt: [H, W] uint8 ground truth class, values >= ``num_classes`` (255) ignored.
+        pred: [H, W] uint8 predicted class; void or unknown values count in the last column.
+        num_classes: C.
+
+    Returns:
+        [C, C + 1] int64 counts, rows ground truth, columns prediction (column C: void).
+
+    Raises:
+        EvaluationError: The shapes differ.
+    """
+    if gt.shape != pred.shape:
+        raise EvaluationError(f"ground truth {gt.shape!r} and prediction {pred.shape!r} differ")
+    valid = gt < num_classes
+    predicted = np.minimum(pred[valid], num_classes).astype(np.int64)
+    index = gt[valid].astype(np.int64) * (num_classes + 1) + predicted
+    counts = np.bincount(index, minlength=num_classes * (num_classes + 1))
+    return counts.reshape(num_classes, num_classes + 1)
+
+
+def miou_from_confusion(confusion: npt.NDArray[np.int64]) -> float:
+    """Mean IoU over the classes present in ground truth or prediction.
+
+    Args:
+        confusion: [C, C + 1] counts from :func:`semantic_confusion` (or [C, C]); a
+            ground-truth pixel predicted void is a miss of its class.
+
+    Returns:
+        Mean of tp / (gt + pred - tp) over classes with gt + pred > 0; NaN if none.
+    """
+    num_classes = confusion.shape[0]
+    tp = np.diag(confusion[:, :num_classes]).astype(np.float64)
+    union = confusion.sum(axis=1) + confusion[:, :num_classes].sum(axis=0) - tp
+    present = union > 0
+    return float(np.mean(tp[present] / union[present])) if present.any() else float("nan")
+
+
+def evaluate_maps(
+    pairs: Iterable[tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]],
+    labels: LabelSpace,
+) -> PQResult:
+    """Score (gt_semantic, gt_instances, pred_semantic, pred_instances) map quadruples.
+
+    Each map is [H, W] at the ground truth's resolution: semantic uint8 (255 void),
+    instances integer (0 none). Ground truth thing pixels without an instance are crowd
+    regions; predicted thing pixels without an instance are left unlabelled (void), as a
+    prediction must not claim a crowd.
+
+    Args:
+        pairs: The images' ground truth and predicted maps.
+        labels: The label space both use.
+
+    Returns:
+        PQ/SQ/RQ over all images (categories keyed by class index), and mIoU.
+
+    Raises:
+        EvaluationError: Shapes differ or a map is outside the label space.
+    """
+    categories = categories_from_labels(labels)
+    stat = PQStat()
+    confusion = np.zeros((labels.num_classes, labels.num_classes + 1), np.int64)
+    for gt_semantic, gt_instances, pred_semantic, pred_instances in pairs:
+        gt_ids, gt_segments = segments_from_maps(gt_semantic, gt_instances, labels)
+        pred_ids, pred_segments = segments_from_maps(pred_semantic, pred_instances, labels)
+        crowd = [s["id"] for s in pred_segments if s["iscrowd"]]
+        if crowd:
+            pred_ids = np.where(np.isin(pred_ids, crowd), VOID, pred_ids).astype(np.uint32)
+            pred_segments = [s for s in pred_segments if not s["iscrowd"]]
+        stat += pq_single_image(gt_ids, gt_segments, pred_ids, pred_segments, categories)
+        confusion += semantic_confusion(gt_semantic, pred_semantic, labels.num_classes)
+    return stat.result(categories, miou=miou_from_confusion(confusion))

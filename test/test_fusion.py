@@ -1,0 +1,192 @@
+"""Panoptic fusion on hand-built heads: instances, tie-breaks, thresholds, camera mapping."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from panoptic_ros.fusion import VOID, FusionParams, cells_to_frame, fuse_cells, fuse_panoptic
+from panoptic_ros.geometry import Letterbox
+from panoptic_ros.labels import CITYSCAPES
+from panoptic_ros.results import HeadOutputs
+
+LABELS = CITYSCAPES.with_drivable(["road"])
+ROAD, SIDEWALK, PERSON, CAR = (LABELS.index(n) for n in ("road", "sidewalk", "person", "car"))
+NO_AREA_LIMITS = FusionParams(stuff_area_threshold_px=0, thing_area_threshold_px=0)
+
+
+def cell_location(i: float) -> float:
+    return 4 * i + 1.5
+
+
+def make_heads(
+    semantic: npt.NDArray[np.int64],
+    centers: list[tuple[int, int, float]],
+    members: npt.NDArray[np.int64],
+) -> HeadOutputs:
+    """One-hot logits from a class map; Gaussian-free heatmap with the given peaks; offsets
+    pointing every member cell exactly at its centre (members: index into centers + 1)."""
+    h, w = semantic.shape
+    logits = np.full((1, LABELS.num_classes, h, w), -5.0, np.float32)
+    for c in range(LABELS.num_classes):
+        logits[0, c][semantic == c] = 5.0
+    heatmap = np.zeros((1, 1, h, w), np.float32)
+    offsets = np.zeros((1, 2, h, w), np.float32)
+    for index, (cy, cx, value) in enumerate(centers, start=1):
+        heatmap[0, 0, cy, cx] = value
+        ys, xs = np.nonzero(members == index)
+        offsets[0, 0, ys, xs] = cell_location(cy) - cell_location(ys)
+        offsets[0, 1, ys, xs] = cell_location(cx) - cell_location(xs)
+    return HeadOutputs(logits, heatmap, offsets)
+
+
+def three_objects() -> tuple[HeadOutputs, npt.NDArray[np.int64]]:
+    """16x32 cells: road bottom, sidewalk top; two cars and a person."""
+    semantic = np.full((16, 32), SIDEWALK, np.int64)
+    semantic[8:] = ROAD
+    members = np.zeros((16, 32), np.int64)
+    members[4:10, 2:10] = 1  # car A: 48 cells, peak 0.9
+    members[6:12, 20:30] = 2  # car B: 60 cells, peak 0.6
+    members[2:8, 14:17] = 3  # person: 18 cells, peak 0.8
+    semantic[members == 1] = CAR
+    semantic[members == 2] = CAR
+    semantic[members == 3] = PERSON
+    heads = make_heads(semantic, [(6, 5, 0.9), (8, 25, 0.6), (4, 15, 0.8)], members)
+    return heads, members
+
+
+def test_three_objects_identity_letterbox() -> None:
+    heads, members = three_objects()
+    box = Letterbox.fit((64, 128), (64, 128))
+    result = fuse_panoptic(heads, box, LABELS, NO_AREA_LIMITS)
+    assert [i.class_name for i in result.instances] == ["car", "person", "car"]
+    assert [i.index for i in result.instances] == [1, 2, 3]
+    # Scores: peak x mean softmax probability of the class (one-hot logits, 19 classes).
+    probability = np.exp(5.0) / (np.exp(5.0) + 18 * np.exp(-5.0))
+    assert [i.score for i in result.instances] == pytest.approx(
+        [0.9 * probability, 0.8 * probability, 0.6 * probability], rel=1e-5
+    )
+    first = result.instances[0]
+    assert first.bbox_xyxy == (8, 16, 39, 39)
+    assert first.area_px == 48 * 16
+    assert first.centroid_yx == pytest.approx((27.5, 23.5))
+    # The instance map upsampled: every pixel of car A's cells carries 1.
+    expected_ids = np.zeros((16, 32), np.uint16)
+    expected_ids[members == 1] = 1
+    expected_ids[members == 3] = 2
+    expected_ids[members == 2] = 3
+    assert np.array_equal(result.instance_ids, np.kron(expected_ids, np.ones((4, 4), np.uint16)))
+    assert np.array_equal(result.drivable_mask > 0, result.semantic == ROAD)
+    assert result.drivable_mask.dtype == np.uint8
+    assert set(np.unique(result.drivable_mask)) == {0, 255}
+
+
+def test_scaled_letterbox_aligns_every_camera_pixel() -> None:
+    heads, _ = three_objects()
+    box = Letterbox.fit((96, 200), (64, 128))  # scale 0.64; rows beyond 61 px are padding
+    result = fuse_panoptic(heads, box, LABELS, NO_AREA_LIMITS)
+    grid = box.cell_grid(4)
+    cells = fuse_cells(heads, LABELS, NO_AREA_LIMITS, valid_hw=box.valid_cells_hw(4))
+    # Every camera pixel takes the value of the cell covering its centre.
+    assert np.array_equal(result.semantic, cells.semantic[grid.rows][:, grid.cols])
+    for instance in result.instances:
+        ys, xs = np.nonzero(result.instance_ids == instance.index)
+        assert instance.area_px == len(ys)
+        assert instance.bbox_xyxy == (xs.min(), ys.min(), xs.max(), ys.max())
+        assert instance.centroid_yx == pytest.approx((ys.mean(), xs.mean()))
+    assert result.semantic.shape == (96, 200)
+
+
+def test_equal_peaks_and_equidistant_cells_break_ties_by_index() -> None:
+    semantic = np.full((8, 16), CAR, np.int64)
+    heads = make_heads(semantic, [(4, 3, 0.7), (4, 11, 0.7)], np.zeros((8, 16), np.int64))
+    # No offsets: every cell votes for its own location; column 7 is 4 cells from the
+    # first peak and 4 from the second: equidistant, so it joins the lower candidate.
+    cells = fuse_cells(heads, LABELS, NO_AREA_LIMITS)
+    assert cells.centers_yx.tolist() == [[4, 3], [4, 11]]
+    assert np.all(cells.instances[:, :8] == 1)
+    assert np.all(cells.instances[:, 8:] == 2)
+
+
+def test_nms_top_k_and_threshold() -> None:
+    semantic = np.full((8, 16), CAR, np.int64)
+    peaks = [(2, 2, 0.9), (2, 4, 0.8), (6, 12, 0.5), (6, 6, 0.05)]
+    heads = make_heads(semantic, peaks, np.zeros((8, 16), np.int64))
+    cells = fuse_cells(heads, LABELS, NO_AREA_LIMITS)
+    # (2,4) lies within the 7x7 window of the stronger (2,2); (6,6) is below threshold.
+    assert cells.centers_yx.tolist() == [[2, 2], [6, 12]]
+    top1 = fuse_cells(heads, LABELS, FusionParams(top_k=1, stuff_area_threshold_px=0))
+    assert top1.centers_yx.tolist() == [[2, 2]]
+    assert np.all(top1.instances == 1)
+    narrow = fuse_cells(heads, LABELS, FusionParams(nms_kernel=1, thing_area_threshold_px=0))
+    assert len(narrow.classes) == 3
+
+
+def test_majority_vote_sets_the_instance_class() -> None:
+    semantic = np.full((8, 8), ROAD, np.int64)
+    members = np.zeros((8, 8), np.int64)
+    members[2:6, 2:6] = 1
+    semantic[2:6, 2:6] = CAR
+    semantic[2, 2:5] = PERSON  # 3 of 16 cells disagree
+    heads = make_heads(semantic, [(3, 3, 0.9)], members)
+    cells = fuse_cells(heads, LABELS, NO_AREA_LIMITS)
+    assert cells.classes.tolist() == [CAR]
+    assert np.all(cells.semantic[2:6, 2:6] == CAR)
+
+
+def test_area_and_score_thresholds_make_void() -> None:
+    heads, members = three_objects()
+    small_things = FusionParams(thing_area_threshold_px=20 * 16, stuff_area_threshold_px=0)
+    cells = fuse_cells(heads, LABELS, small_things)
+    assert cells.classes.tolist() == [CAR, CAR]  # the 18-cell person is dropped
+    assert np.all(cells.semantic[members == 3] == VOID)
+    assert np.all(cells.instances[members == 3] == 0)
+    weak = fuse_cells(heads, LABELS, FusionParams(score_threshold=0.7, stuff_area_threshold_px=0))
+    assert len(weak.classes) == 2
+    # Sidewalk covers 8*32 - 48 cells... road 8*32 - ... : a huge stuff threshold voids both.
+    no_stuff = fuse_cells(heads, LABELS, FusionParams(stuff_area_threshold_px=10**6))
+    assert not np.isin(no_stuff.semantic, [ROAD, SIDEWALK]).any()
+
+
+def test_things_without_centres_become_void() -> None:
+    semantic = np.full((8, 8), CAR, np.int64)
+    semantic[:, :2] = ROAD
+    heads = make_heads(semantic, [], np.zeros((8, 8), np.int64))
+    cells = fuse_cells(heads, LABELS, NO_AREA_LIMITS)
+    assert len(cells.classes) == 0
+    assert np.all(cells.semantic[:, 2:] == VOID)
+    assert np.all(cells.semantic[:, :2] == ROAD)
+
+
+def test_non_finite_heads_do_not_crash() -> None:
+    heads, _ = three_objects()
+    heads.semantic_logits[0, :, 0, 0] = np.nan
+    heads.semantic_logits[0, ROAD, 10, 10] = np.nan
+    heads.center_heatmap[0, 0, 6, 5] = np.nan  # car A's peak
+    heads.offsets[0, :, 6, 25] = np.inf
+    cells = fuse_cells(heads, LABELS, NO_AREA_LIMITS)
+    assert cells.semantic[0, 0] == VOID
+    assert cells.semantic[10, 10] != ROAD
+    assert len(cells.classes) == 2  # car A has no centre any more
+    result = cells_to_frame(cells, Letterbox.fit((64, 128), (64, 128)), LABELS)
+    assert result.semantic.shape == (64, 128)
+
+
+@pytest.mark.benchmark(group="fusion")
+@pytest.mark.parametrize("cells_hw", [(128, 256), (256, 512)])
+def test_bench_fusion(benchmark, cells_hw: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(0)
+    h, w = cells_hw
+    semantic = np.full((h, w), ROAD, np.int64)
+    members = np.zeros((h, w), np.int64)
+    centers = []
+    for index in range(1, 21):
+        y, x = int(rng.integers(8, h - 8)), int(rng.integers(8, w - 8))
+        members[y - 6 : y + 6, x - 6 : x + 6] = index
+        semantic[y - 6 : y + 6, x - 6 : x + 6] = CAR
+        centers.append((y, x, 0.5 + index / 100))
+    heads = make_heads(semantic, centers, members)
+    box = Letterbox.fit((1080, 1920), (h * 4, w * 4))
+    result = benchmark(fuse_panoptic, heads, box, LABELS, FusionParams())
+    assert len(result.instances) >= 10
