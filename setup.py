@@ -64,8 +64,9 @@ setup(
             "pytest-benchmark>=4.0",
             "pytest-timeout>=2.1",
             "hypothesis>=6.80",
-            "mypy>=1.8",
-            "ruff>=0.4",
+            # Linters pinned: the suite runs them, so a new release cannot break CI.
+            "mypy==2.4.1",
+            "ruff==0.17.6",
             "types-PyYAML",
             "psutil>=5.9",
             "panopticapi-lite==0.2.0",

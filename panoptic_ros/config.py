@@ -31,8 +31,10 @@ __all__ = [
     "Config",
     "FieldSpec",
     "FusionConfig",
+    "GridConfig",
     "LabelsConfig",
     "ModelConfig",
+    "NodeConfig",
     "Precision",
     "RenderConfig",
     "ReplayConfig",
@@ -43,6 +45,7 @@ __all__ = [
     "flatten_config",
     "load_config",
     "parse_override",
+    "render_params_yaml",
 ]
 
 BackendName = Literal["auto", "tensorrt", "onnxruntime", "torch"]
@@ -70,30 +73,40 @@ class ModelConfig:
     """Which model to run and at what input size."""
 
     model_file_path: str = setting(
-        "", "ONNX model (or .safetensors checkpoint for the torch backend); '' = bundled demo model",
+        "",
+        "ONNX model (or .safetensors checkpoint for the torch backend); '' = bundled demo model",
         read_only=True,
     )
     network_height: int = setting(
-        0, "network input height in px, a multiple of 32; 0 = the model's own", minimum=0,
-        maximum=8192, read_only=True,
+        0,
+        "network input height in px, a multiple of 32; 0 = the model's own",
+        minimum=0,
+        maximum=8192,
+        read_only=True,
     )
     network_width: int = setting(
-        0, "network input width in px, a multiple of 32; 0 = the model's own", minimum=0,
-        maximum=8192, read_only=True,
+        0,
+        "network input width in px, a multiple of 32; 0 = the model's own",
+        minimum=0,
+        maximum=8192,
+        read_only=True,
     )
     engine_file_path: str = setting(
-        "", "TensorRT plan to use; '' = derived from the model inside engine_cache_dir",
+        "",
+        "TensorRT plan to use; '' = derived from the model inside engine_cache_dir",
         read_only=True,
     )
     engine_cache_dir: str = setting(
-        "", "writable folder for built TensorRT engines; '' = $ROS_HOME/panoptic_ros/engines",
+        "",
+        "writable folder for built TensorRT engines; '' = $ROS_HOME/panoptic_ros/engines",
         read_only=True,
     )
     force_engine_update: bool = setting(
         False, "rebuild the TensorRT engine even if a fresh one is cached", read_only=True
     )
     allow_engine_build: bool = setting(
-        True, "build a missing or stale TensorRT engine at start-up (else refuse with a reason)",
+        True,
+        "build a missing or stale TensorRT engine at start-up (else refuse with a reason)",
         read_only=True,
     )
 
@@ -103,7 +116,9 @@ class ModelConfig:
             if value % STRIDE:
                 raise ConfigError(f"model.{key}={value} must be a multiple of {STRIDE} (or 0)")
         if (self.network_height == 0) != (self.network_width == 0):
-            raise ConfigError("model.network_height and model.network_width must both be 0 or both set")
+            raise ConfigError(
+                "model.network_height and model.network_width must both be 0 or both set"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,26 +126,33 @@ class BackendConfig:
     """Which inference runtime runs the model, and where."""
 
     name: BackendName = setting(
-        "auto", "inference backend: auto (tensorrt > torch on CUDA > onnxruntime), tensorrt, "
-        "onnxruntime or torch", read_only=True,
+        "auto",
+        "inference backend: auto (tensorrt > torch on CUDA > onnxruntime), tensorrt, "
+        "onnxruntime or torch",
+        read_only=True,
     )
-    device: str = setting(
-        "auto", "'auto', 'cpu', 'cuda' or 'cuda:N'", read_only=True
-    )
+    device: str = setting("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'", read_only=True)
     precision: Precision = setting(
-        "fp32", "compute precision where the backend chooses it (torch autocast); TensorRT and "
-        "ONNX take precision from the model file", read_only=True,
+        "fp32",
+        "compute precision where the backend chooses it (torch autocast); TensorRT and "
+        "ONNX take precision from the model file",
+        read_only=True,
     )
     allow_fallback: bool = setting(
-        True, "if the requested backend is unavailable, fall back to the next one (logged)",
+        True,
+        "if the requested backend is unavailable, fall back to the next one (logged)",
         read_only=True,
     )
     num_threads: int = setting(
-        0, "CPU threads for ONNX Runtime / torch; 0 = library default", minimum=0, maximum=256,
+        0,
+        "CPU threads for ONNX Runtime / torch; 0 = library default",
+        minimum=0,
+        maximum=256,
         read_only=True,
     )
     cuda_graph: bool = setting(
-        False, "capture the torch CUDA forward pass in a CUDA graph (fixed input size)",
+        False,
+        "capture the torch CUDA forward pass in a CUDA graph (fixed input size)",
         read_only=True,
     )
     gpu_fusion: bool = setting(
@@ -143,7 +165,9 @@ class BackendConfig:
             device.startswith("cuda:") and device[5:].isdigit()
         )
         if not ok:
-            raise ConfigError(f"backend.device={device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
+            raise ConfigError(
+                f"backend.device={device!r} must be 'auto', 'cpu', 'cuda' or 'cuda:N'"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,17 +180,23 @@ class FusionConfig:
     nms_kernel: int = setting(
         7, "max-pool window (cells, odd) for centre non-maximum suppression", minimum=1, maximum=31
     )
-    top_k: int = setting(200, "at most this many instance centres per image", minimum=1, maximum=1000)
+    top_k: int = setting(
+        200, "at most this many instance centres per image", minimum=1, maximum=1000
+    )
     score_threshold: float = setting(
         0.0, "drop instances whose score is below this", minimum=0.0, maximum=1.0
     )
     stuff_area_threshold_px: int = setting(
-        256, "stuff regions smaller than this (network-input pixels) become void", minimum=0,
+        256,
+        "stuff regions smaller than this (network-input pixels) become void",
+        minimum=0,
         maximum=1_000_000,
     )
     thing_area_threshold_px: int = setting(
-        64, "instances smaller than this (network-input pixels) are dropped and become void",
-        minimum=0, maximum=1_000_000,
+        64,
+        "instances smaller than this (network-input pixels) are dropped and become void",
+        minimum=0,
+        maximum=1_000_000,
     )
 
     def __post_init__(self) -> None:
@@ -193,6 +223,167 @@ class RenderConfig:
     draw_boxes: bool = setting(True, "draw each instance's box and label on the overlay")
 
 
+Reliability = Literal["best_effort", "reliable"]
+Transport = Literal["raw", "compressed"]
+
+
+def _is_ros_name(name: str, *, absolute_ok: bool) -> bool:
+    """True for a relative (or, if allowed, absolute) ROS name of word-character tokens."""
+    body = name[1:] if absolute_ok and name.startswith("/") else name
+    parts = body.split("/")
+    return bool(body) and all(
+        part and (part[0].isalpha() or part[0] == "_") and part.replace("_", "a").isalnum()
+        for part in parts
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """The ROS 2 node: cameras, topics, QoS, which outputs to publish, diagnostics."""
+
+    camera_names: tuple[str, ...] = setting(
+        ("front",),
+        "one output namespace per camera, relative to the node (outputs appear as "
+        "<name>/drivable_mask ...)",
+        read_only=True,
+    )
+    image_topics: tuple[str, ...] = setting(
+        ("/camera/image_raw",),
+        "input image topic per camera, in the order of camera_names; "
+        "the compressed transport subscribes to <topic>/compressed; CameraInfo is read from "
+        "the sibling camera_info topic",
+        read_only=True,
+    )
+    input_transport: Transport = setting(
+        "raw",
+        "raw = sensor_msgs/Image, compressed = sensor_msgs/CompressedImage (JPEG/PNG)",
+        read_only=True,
+    )
+    input_reliability: Reliability = setting(
+        "best_effort",
+        "QoS reliability of the image subscriptions (sensor data: best_effort)",
+        read_only=True,
+    )
+    input_depth: int = setting(
+        1,
+        "QoS history depth of the image subscriptions; 1 keeps only the newest frame",
+        minimum=1,
+        maximum=100,
+        read_only=True,
+    )
+    output_reliability: Reliability = setting(
+        "reliable",
+        "QoS reliability of the outputs (RViz, rosbag2 and launch_testing subscribe reliably)",
+        read_only=True,
+    )
+    output_depth: int = setting(
+        1, "QoS history depth of the outputs", minimum=1, maximum=100, read_only=True
+    )
+    publish_drivable_mask: bool = setting(True, "publish <camera>/drivable_mask (mono8)")
+    publish_semantic: bool = setting(True, "publish <camera>/semantic (mono8 class ids)")
+    publish_instance_ids: bool = setting(True, "publish <camera>/instance_ids (16UC1)")
+    publish_instances: bool = setting(
+        True, "publish <camera>/instances (vision_msgs/Detection2DArray)"
+    )
+    publish_overlay: bool = setting(True, "publish <camera>/overlay (bgr8, for RViz)")
+    publish_drivable_grid: bool = setting(
+        False, "publish <camera>/drivable_grid (nav_msgs/OccupancyGrid; needs CameraInfo and TF)"
+    )
+    track_min_overlap: float = setting(
+        0.3,
+        "mask overlap (IoU) needed to keep an object's id from the previous frame",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    latency_warn_ms: float = setting(
+        250.0, "diagnostics WARN when p99 processing latency exceeds this", minimum=0.0
+    )
+    latency_error_ms: float = setting(
+        1000.0, "diagnostics ERROR when p99 processing latency exceeds this", minimum=0.0
+    )
+    input_timeout_s: float = setting(
+        2.0, "diagnostics WARN when a camera has sent nothing for this long", minimum=0.0
+    )
+    drop_ratio_warn: float = setting(
+        0.5,
+        "diagnostics WARN when more than this share of frames is dropped",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    log_throttle_s: float = setting(
+        5.0, "at most one log line per camera and problem in this many seconds", minimum=0.0
+    )
+
+    def __post_init__(self) -> None:
+        if not self.camera_names:
+            raise ConfigError("node.camera_names must name at least one camera")
+        if len(set(self.camera_names)) != len(self.camera_names):
+            raise ConfigError(f"node.camera_names={list(self.camera_names)} has duplicates")
+        if len(self.image_topics) != len(self.camera_names):
+            raise ConfigError(
+                f"node.image_topics has {len(self.image_topics)} entries but node.camera_names "
+                f"has {len(self.camera_names)}; give one topic per camera"
+            )
+        for name in self.camera_names:
+            if not _is_ros_name(name, absolute_ok=False):
+                raise ConfigError(f"node.camera_names entry {name!r} is not a relative ROS name")
+        for topic in self.image_topics:
+            if not _is_ros_name(topic, absolute_ok=True):
+                raise ConfigError(f"node.image_topics entry {topic!r} is not a valid ROS topic")
+        if self.latency_error_ms < self.latency_warn_ms:
+            raise ConfigError(
+                f"node.latency_error_ms={self.latency_error_ms} is below "
+                f"node.latency_warn_ms={self.latency_warn_ms}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class GridConfig:
+    """The drivable mask projected onto the ground plane (nav_msgs/OccupancyGrid)."""
+
+    frame_id: str = setting(
+        "base_footprint",
+        "ground frame of the grid (REP 105); its z=0 plane is the ground",
+        read_only=True,
+    )
+    resolution_m: float = setting(
+        0.2, "cell size in metres", minimum=0.01, maximum=10.0, read_only=True
+    )
+    length_m: float = setting(
+        40.0,
+        "grid extent along the frame's x axis (forward)",
+        minimum=0.1,
+        maximum=1000.0,
+        read_only=True,
+    )
+    width_m: float = setting(
+        20.0,
+        "grid extent along y, centred on the frame's x axis",
+        minimum=0.1,
+        maximum=1000.0,
+        read_only=True,
+    )
+    origin_x_m: float = setting(
+        0.0,
+        "x of the grid's rear edge in frame_id",
+        minimum=-1000.0,
+        maximum=1000.0,
+        read_only=True,
+    )
+    image_is_rectified: bool = setting(
+        False,
+        "true if the input images are rectified (project with CameraInfo P), false for "
+        "raw images (K and distortion D)",
+        read_only=True,
+    )
+    tf_timeout_s: float = setting(
+        0.05,
+        "how long to wait for the camera pose at the image stamp",
+        minimum=0.0,
+        maximum=5.0,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ReplayConfig:
     """Offline replay of a rosbag2 through the pipeline."""
@@ -202,7 +393,9 @@ class ReplayConfig:
     )
     write_video: bool = setting(True, "also write the overlay as an MP4 video")
     video_fps: float = setting(
-        0.0, "frame rate of the overlay video; 0 = from the input stamps", minimum=0.0,
+        0.0,
+        "frame rate of the overlay video; 0 = from the input stamps",
+        minimum=0.0,
         maximum=1000.0,
     )
     max_frames: int = setting(0, "stop after this many frames; 0 = all", minimum=0)
@@ -210,7 +403,7 @@ class ReplayConfig:
     def __post_init__(self) -> None:
         if not self.output_namespace.startswith("/"):
             raise ConfigError(
-                f"replay.output_namespace={self.output_namespace!r} must be absolute (start with '/')"
+                f"replay.output_namespace={self.output_namespace!r} must start with '/'"
             )
 
 
@@ -220,28 +413,34 @@ class TrainConfig:
 
     steps: int = setting(3000, "optimizer steps", minimum=1)
     batch_size: int = setting(8, "images per step", minimum=1, maximum=1024)
-    image_height: int = setting(256, "training input height (multiple of 32)", minimum=32)
+    image_height: int = setting(288, "training input height (multiple of 32)", minimum=32)
     image_width: int = setting(512, "training input width (multiple of 32)", minimum=32)
     learning_rate: float = setting(2e-3, "peak AdamW learning rate", minimum=0.0, maximum=1.0)
     weight_decay: float = setting(1e-4, "AdamW weight decay", minimum=0.0, maximum=1.0)
     warmup_steps: int = setting(100, "linear learning-rate warm-up steps", minimum=0)
     seed: int = setting(0, "seed for model init, data order and synthetic scenes", minimum=0)
     num_workers: int = setting(1, "data-loading worker processes", minimum=0, maximum=64)
-    eval_every: int = setting(500, "evaluate PQ every this many steps; 0 = only at the end", minimum=0)
+    eval_every: int = setting(
+        500, "evaluate PQ every this many steps; 0 = only at the end", minimum=0
+    )
     eval_images: int = setting(32, "held-out images per evaluation", minimum=1)
     backbone: str = setting("efficientnet_lite0", "backbone architecture name")
     backbone_weights: str = setting(
-        "auto", "backbone init: 'auto' = bundled ImageNet EfficientNet-Lite0 weights, 'none', "
-        "or a .safetensors path"
+        "auto",
+        "backbone init: 'auto' = bundled ImageNet EfficientNet-Lite0 weights, 'none', "
+        "or a .safetensors path",
     )
     fpn_channels: int = setting(64, "channels of the two-way FPN", minimum=8, maximum=512)
-    head_channels: int = setting(64, "channels inside the semantic and instance heads", minimum=8,
-                                 maximum=512)
+    head_channels: int = setting(
+        64, "channels inside the semantic and instance heads", minimum=8, maximum=512
+    )
 
     def __post_init__(self) -> None:
         for key in ("image_height", "image_width"):
             if getattr(self, key) % STRIDE:
-                raise ConfigError(f"train.{key}={getattr(self, key)} must be a multiple of {STRIDE}")
+                raise ConfigError(
+                    f"train.{key}={getattr(self, key)} must be a multiple of {STRIDE}"
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +452,8 @@ class Config:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -413,15 +614,15 @@ def load_config(
     path: str | Path | None = None,
     overrides: Iterable[str] = (),
     *,
-    ignore_unknown_prefixes: tuple[str, ...] = ("node.", "camera.", "use_sim_time", "qos_overrides."),
+    ignore_unknown_prefixes: tuple[str, ...] = ("use_sim_time", "qos_overrides."),
 ) -> Config:
     """Load defaults <- YAML file <- ``key=value`` overrides, validating every value.
 
     Args:
         path: A YAML file (nested sections or a ROS 2 params file); None for defaults only.
         overrides: ``section.key=value`` strings applied last.
-        ignore_unknown_prefixes: Keys of a ROS params file that belong to the node, not
-            to this tree (node and camera settings, ``use_sim_time``); skipped here.
+        ignore_unknown_prefixes: Keys of a ROS params file that belong to rclpy, not to
+            this tree (``use_sim_time``, QoS overrides); skipped here.
 
     Raises:
         ConfigError: Unreadable file, unknown key or bad value; the message names the
@@ -444,9 +645,7 @@ def load_config(
             raise ConfigError(f"config file {source!r} must hold a mapping at the top level")
         ros = _ros_parameters(document)
         flat = dict(ros) if ros is not None else flatten_config(document)
-        values.update(
-            {k: v for k, v in flat.items() if not k.startswith(ignore_unknown_prefixes)}
-        )
+        values.update({k: v for k, v in flat.items() if not k.startswith(ignore_unknown_prefixes)})
     try:
         config = config_from_flat(values)
     except ConfigError as err:
@@ -457,3 +656,56 @@ def load_config(
     except ConfigError as err:
         raise ConfigError(f"--set: {err}") from err
 
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_yaml_scalar(v) for v in value) + "]"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+#: Sections the node reads; ``replay`` and ``train`` belong to the command line only.
+RUNTIME_SECTIONS = ("model", "backend", "fusion", "labels", "render", "node", "grid")
+
+
+def render_params_yaml(
+    extra_fields: Iterable[FieldSpec] = (), sections: tuple[str, ...] = RUNTIME_SECTIONS
+) -> str:
+    """Render settings as a documented ROS 2 parameters file (``/**: ros__parameters``).
+
+    ``config/panoptic.yaml`` is this output; a test keeps the two identical.
+
+    Args:
+        extra_fields: Further leaves (the node's own settings) rendered after the core ones.
+        sections: Which sections of :class:`Config` to include.
+    """
+    lines = [
+        "# panoptic_ros parameters: every setting with its default and meaning.",
+        "# Serves `ros2 launch panoptic_ros panoptic.launch.py params_file:=...` and",
+        "# `panoptic-ros replay BAG --config config/panoptic.yaml` alike.",
+        "# Generated from panoptic_ros/config.py (render_params_yaml); edit the defaults there.",
+        "/**:",
+        "  ros__parameters:",
+    ]
+    section = None
+    core = [s for s in config_fields() if s.name.split(".", 1)[0] in sections]
+    for spec in [*core, *extra_fields]:
+        head, _, key = spec.name.rpartition(".")
+        if head != section:
+            section = head
+            lines.append(f"    {section}:")
+        bounds = []
+        if spec.choices:
+            bounds.append("one of " + ", ".join(spec.choices))
+        if spec.minimum is not None or spec.maximum is not None:
+            bounds.append(
+                f"range {spec.minimum if spec.minimum is not None else '-inf'}.."
+                f"{spec.maximum if spec.maximum is not None else 'inf'}"
+            )
+        if spec.read_only:
+            bounds.append("read at start-up")
+        suffix = f" ({'; '.join(bounds)})" if bounds else ""
+        lines.append(f"      # {spec.doc}{suffix}")
+        lines.append(f"      {key}: {_yaml_scalar(spec.default)}")
+    return "\n".join(lines) + "\n"

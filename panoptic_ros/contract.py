@@ -175,7 +175,9 @@ def sidecar_path(model_path: str | Path) -> Path:
 def write_sidecar(model_path: str | Path, metadata: ModelMetadata) -> Path:
     """Write ``metadata`` beside ``model_path``; returns the sidecar path."""
     path = sidecar_path(model_path)
-    path.write_text(json.dumps(metadata.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps(metadata.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     return path
 
 
@@ -190,6 +192,7 @@ def read_sidecar(model_path: str | Path) -> ModelMetadata:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ModelFileError(
-            f"model metadata {str(path)!r} is missing ({err.strerror}); every model needs its metadata"
+            f"model metadata {str(path)!r} is missing ({err.strerror}); every model needs "
+            "its metadata"
         ) from err
     return ModelMetadata.from_json(text, str(path))

@@ -6,6 +6,7 @@ after ``pip install`` or ``colcon build``. Nothing is ever downloaded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -36,10 +37,8 @@ def share_dirs() -> list[Path]:
             get_package_share_directory,
         )
 
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             candidates.append(Path(get_package_share_directory(PACKAGE)))
-        except PackageNotFoundError:
-            pass
     except ImportError:
         pass
     candidates.append(Path(sys.prefix) / "share" / PACKAGE)

@@ -29,3 +29,19 @@ def shared_bags(shared_data: Path) -> Path:
 def shared_images(shared_data: Path) -> Path:
     """``../shared/data/images``."""
     return shared_data / "images"
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random-weight network exported under the output contract (dynamic size)."""
+    torch = pytest.importorskip("torch")
+    from panoptic_ros.contract import ModelMetadata
+    from panoptic_ros.export.onnx_export import export_onnx
+    from panoptic_ros.labels import CITYSCAPES
+    from panoptic_ros.modeling.network import build_network
+
+    torch.manual_seed(0)
+    network = build_network(num_classes=CITYSCAPES.num_classes, fpn_channels=16, head_channels=16)
+    metadata = ModelMetadata(labels=CITYSCAPES.with_drivable(["road"]), input_hw=(128, 256))
+    path = tmp_path_factory.mktemp("tiny_model") / "tiny.onnx"
+    return export_onnx(network.eval(), path, metadata=metadata, input_hw=(128, 256), dynamic=True)

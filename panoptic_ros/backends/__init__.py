@@ -1,1 +1,7 @@
-"""backends."""
+"""Inference backends behind one interface (:class:`Backend`), picked by name or ``auto``."""
+
+from __future__ import annotations
+
+from panoptic_ros.backends.base import BACKEND_ORDER, BACKENDS, Backend, create_backend
+
+__all__ = ["BACKENDS", "BACKEND_ORDER", "Backend", "create_backend"]

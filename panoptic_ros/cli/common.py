@@ -1,0 +1,133 @@
+"""Flags and helpers shared by the subcommands (config loading, outputs, tables)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from panoptic_ros.config import Config, load_config
+from panoptic_ros.errors import ConfigError
+
+__all__ = [
+    "add_config_arguments",
+    "add_output_arguments",
+    "add_verbosity_arguments",
+    "check_output",
+    "config_from_args",
+    "format_table",
+    "parse_size",
+    "progress_enabled",
+]
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+HELP_FORMATTER = _HelpFormatter
+
+
+def add_verbosity_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``-v/--verbose`` (repeatable) and ``-q/--quiet`` (no progress bars, warnings only)."""
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="warnings only, no progress bars"
+    )
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, backend: bool = True) -> None:
+    """Add ``--config``, ``--set`` and (optionally) ``--backend``, ``--device``, ``--model``."""
+    parser.add_argument("--config", type=Path, help="YAML config or ROS 2 params file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set fusion.center_threshold=0.2 (repeatable)",
+    )
+    if backend:
+        parser.add_argument(
+            "--backend",
+            choices=["auto", "tensorrt", "onnxruntime", "torch"],
+            help="inference backend (default: backend.name from the config)",
+        )
+        parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+        parser.add_argument("--model", type=Path, help="model file (default: bundled demo model)")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """Add ``-o/--output`` and ``--overwrite``."""
+    parser.add_argument("-o", "--output", type=Path, required=required, help="output folder")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output (never the input)"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Load the config file and apply ``--set`` and the shortcut flags.
+
+    Raises:
+        ConfigError: Unknown keys or bad values.
+    """
+    overrides = list(args.overrides)
+    if getattr(args, "backend", None):
+        overrides.append(f"backend.name={args.backend}")
+    if getattr(args, "device", None):
+        overrides.append(f"backend.device={args.device}")
+    if getattr(args, "model", None):
+        overrides.append(f"model.model_file_path={args.model}")
+    return load_config(args.config, overrides)
+
+
+def check_output(output: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
+    """Refuse an existing output without ``--overwrite``, and any output touching an input.
+
+    Raises:
+        ConfigError: The output exists, or equals, contains or lies inside an input.
+    """
+    resolved = output.resolve()
+    for item in inputs:
+        source = item.resolve()
+        if resolved == source or source.is_relative_to(resolved) or resolved.is_relative_to(source):
+            raise ConfigError(
+                f"output {str(output)!r} overlaps the input {str(item)!r}; choose another"
+            )
+    if output.exists() and not overwrite:
+        raise ConfigError(f"output {str(output)!r} exists; pass --overwrite to replace it")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``HxW`` (e.g. ``1024x2048``) into (H, W).
+
+    Raises:
+        argparse.ArgumentTypeError: Not of that form.
+    """
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"size {text!r} must look like HEIGHTxWIDTH") from err
+    if height <= 0 or width <= 0:
+        raise argparse.ArgumentTypeError(f"size {text!r} must be positive")
+    return height, width
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    """Progress bars go to stderr, only when it is a terminal and not ``-q``."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def format_table(rows: Sequence[Sequence[object]], header: Sequence[str] | None = None) -> str:
+    """Format rows as an aligned plain-text table."""
+    cells = [[str(c) for c in row] for row in ([header] if header else []) + list(rows)]
+    if not cells:
+        return ""
+    widths = [max(len(row[i]) for row in cells if i < len(row)) for i in range(len(cells[0]))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in cells
+    ]
+    if header:
+        lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""The one object shared by the node, replay, demo and bench: message -> FrameResult.
+
+decode (codec) -> letterbox (geometry) -> backend (network heads) -> fusion (panoptic
+result at camera resolution). Every stage is timed on a monotonic clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from panoptic_ros.backends.base import Backend, create_backend
+from panoptic_ros.codec import decode_image
+from panoptic_ros.config import Config
+from panoptic_ros.fusion import FusionParams, cells_to_frame, fuse_panoptic
+from panoptic_ros.geometry import Letterbox
+from panoptic_ros.labels import LabelSpace
+from panoptic_ros.results import FrameResult, StageTimings
+
+__all__ = ["PanopticPipeline"]
+
+logger = logging.getLogger(__name__)
+
+
+def _ms_since(start_ns: int) -> float:
+    return (time.perf_counter_ns() - start_ns) / 1e6
+
+
+class PanopticPipeline:
+    """Runs one camera frame through decode, letterbox, network and fusion.
+
+    Args:
+        backend: A ready inference backend (owned by the pipeline: closed with it).
+        labels: The label space with the drivable classes chosen.
+        fusion: Fusion thresholds.
+    """
+
+    def __init__(
+        self, backend: Backend, labels: LabelSpace, fusion: FusionParams, *, gpu_fusion: bool = True
+    ) -> None:
+        self.backend = backend
+        self.labels = labels
+        self.fusion = fusion
+        # Fuse on the device when the backend keeps its outputs there (torch on CUDA): only
+        # the stride-4 maps then cross to the host.
+        self.device_fusion = (
+            gpu_fusion
+            and hasattr(backend, "infer_tensors")
+            and str(getattr(backend, "device", "cpu")).startswith("cuda")
+        )
+        self.network_hw = backend.input_hw
+        self.stride = backend.metadata.output_stride
+        self._letterboxes: dict[tuple[int, int], Letterbox] = {}
+        # One reusable network-input buffer: letterboxing writes into it in place.
+        self._input = np.zeros((1, *self.network_hw, 3), dtype=np.uint8)
+
+    @classmethod
+    def from_config(cls, config: Config) -> PanopticPipeline:
+        """Build the backend named by ``config`` and the pipeline around it.
+
+        Raises:
+            ConfigError: A drivable class the model does not have, or a bad network size.
+            ModelFileError: The model file is missing or invalid.
+            BackendError: No backend could start.
+        """
+        backend = create_backend(config.model, config.backend)
+        try:
+            labels = backend.metadata.labels.with_drivable(config.labels.drivable_classes)
+        except Exception:
+            backend.close()
+            raise
+        return cls(
+            backend,
+            labels,
+            FusionParams.from_config(config.fusion),
+            gpu_fusion=config.backend.gpu_fusion,
+        )
+
+    def describe(self) -> str:
+        """One line for logs: backend, device, precision, model, network size."""
+        meta = self.backend.metadata
+        path = getattr(self.backend, "model_path", "?")
+        return (
+            f"backend={self.backend.name} device={self.backend.device} precision={meta.precision} "
+            f"model={path} network={self.network_hw[0]}x{self.network_hw[1]} "
+            f"fusion={'device' if self.device_fusion else 'host'} "
+            f"classes={meta.labels.num_classes} drivable="
+            f"{','.join(self.labels.names[i] for i in self.labels.drivable) or '-'}"
+        )
+
+    def letterbox_for(self, image_hw: tuple[int, int]) -> Letterbox:
+        """Return the (cached) letterbox of a camera size onto the network input."""
+        box = self._letterboxes.get(image_hw)
+        if box is None:
+            box = Letterbox.fit(image_hw, self.network_hw)
+            self._letterboxes[image_hw] = box
+        return box
+
+    def process(self, image: npt.NDArray[np.uint8], *, decode_ms: float = 0.0) -> FrameResult:
+        """Segment one [H, W, 3] uint8 RGB camera image.
+
+        Returns:
+            The panoptic result at the image's resolution with per-stage timings.
+        """
+        timings = StageTimings(decode_ms=decode_ms)
+        start = time.perf_counter_ns()
+        letterbox = self.letterbox_for((int(image.shape[0]), int(image.shape[1])))
+        letterbox.apply(image, out=self._input[0])
+        timings.preprocess_ms = _ms_since(start)
+
+        if self.device_fusion:
+            return self._process_on_device(letterbox, timings)
+        start = time.perf_counter_ns()
+        heads = self.backend.infer(self._input)
+        timings.inference_ms = _ms_since(start)
+
+        start = time.perf_counter_ns()
+        result = fuse_panoptic(heads, letterbox, self.labels, self.fusion, stride=self.stride)
+        timings.fusion_ms = _ms_since(start)
+        return replace(result, timings=timings)
+
+    def _process_on_device(self, letterbox: Letterbox, timings: StageTimings) -> FrameResult:
+        import torch
+
+        from panoptic_ros.fusion_torch import fuse_cells_torch
+
+        start = time.perf_counter_ns()
+        logits, heatmap, offsets = self.backend.infer_tensors(self._input)  # type: ignore[attr-defined]
+        torch.cuda.synchronize()  # device-side time belongs to inference, not fusion
+        timings.inference_ms = _ms_since(start)
+        start = time.perf_counter_ns()
+        cells = fuse_cells_torch(
+            logits[:1],
+            heatmap[:1],
+            offsets[:1],
+            self.labels,
+            self.fusion,
+            valid_hw=letterbox.valid_cells_hw(self.stride),
+            stride=self.stride,
+        )
+        result = cells_to_frame(cells, letterbox, self.labels, stride=self.stride)
+        timings.fusion_ms = _ms_since(start)
+        return replace(result, timings=timings)
+
+    def decode(self, msg: Any) -> tuple[npt.NDArray[np.uint8], float]:
+        """Decode an Image or CompressedImage message; returns (RGB image, milliseconds).
+
+        Raises:
+            CodecError: The message cannot be decoded.
+        """
+        start = time.perf_counter_ns()
+        image = decode_image(msg)
+        return image, _ms_since(start)
+
+    def process_message(self, msg: Any) -> tuple[npt.NDArray[np.uint8], FrameResult]:
+        """Decode and segment one message; returns (RGB image, result).
+
+        Raises:
+            CodecError: The message cannot be decoded.
+            BackendError: Inference failed.
+        """
+        image, decode_ms = self.decode(msg)
+        return image, self.process(image, decode_ms=decode_ms)
+
+    def close(self) -> None:
+        """Close the backend."""
+        self.backend.close()
+
+    def __enter__(self) -> PanopticPipeline:
+        """Return self."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the pipeline."""
+        self.close()

@@ -1,0 +1,330 @@
+"""The training loop: AdamW with warm-up and poly decay, periodic PQ, resumable checkpoints.
+
+Outputs in ``output_dir``: ``checkpoint_last.safetensors`` (+ optimizer state, resumable),
+``model.safetensors`` (final weights), ``model.onnx`` + ``model.json`` (heads contract),
+``metrics.jsonl`` (one JSON line per log/eval step), ``config.yaml`` and
+``environment.json`` (versions), so every run can be reproduced and compared.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from panoptic_ros.config import Config, config_to_dict
+from panoptic_ros.contract import ModelMetadata
+from panoptic_ros.errors import ConfigError
+from panoptic_ros.labels import LabelSpace
+from panoptic_ros.training.data import AugmentParams, SampleSource, TargetDataset, collate
+
+__all__ = ["TrainOutcome", "learning_rate_at", "train"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint_last.safetensors"
+
+
+@dataclass(slots=True)
+class TrainOutcome:
+    """What a training run produced.
+
+    Attributes:
+        steps: Optimizer steps completed (including resumed ones).
+        seconds: Wall time of this invocation.
+        losses: Mean total loss of the first and the last logging windows.
+        evaluations: (step, PQ result dict) for every evaluation.
+        files: Files written.
+    """
+
+    steps: int
+    seconds: float
+    losses: dict[str, float] = field(default_factory=dict)
+    evaluations: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+
+def learning_rate_at(
+    step: int, *, peak: float, warmup: int, total: int, power: float = 0.9
+) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then poly decay to 0 at ``total``."""
+    if warmup and step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return float(peak * (1.0 - progress) ** power)
+
+
+def _environment() -> dict[str, Any]:
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cuda": torch.version.cuda,
+        "device": torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else platform.processor(),
+        "cpu_threads": torch.get_num_threads(),
+    }
+
+
+def _batches(
+    dataset: TargetDataset, batch_size: int, start_step: int, num_workers: int
+) -> Iterator[dict[str, Any]]:
+    """Yield batches from ``start_step`` on; sample positions are step*batch + i."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    first = start_step * batch_size
+    subset: Subset[dict[str, Any]] = Subset(dataset, range(first, len(dataset)))  # type: ignore[arg-type]
+    loader = DataLoader(
+        subset,
+        batch_size=batch_size,
+        shuffle=False,  # samples are already i.i.d. scenes; order must be reproducible
+        num_workers=num_workers,
+        collate_fn=collate,
+        drop_last=True,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )
+    yield from loader
+
+
+def train(
+    config: Config,
+    labels: LabelSpace,
+    source: SampleSource,
+    source_indices: Sequence[int],
+    output_dir: Path,
+    *,
+    evaluate: Callable[[Any, ModelMetadata], dict[str, Any]] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    device: str = "auto",
+    export_onnx: bool = True,
+    stop_at: int | None = None,
+) -> TrainOutcome:
+    """Train a panoptic network and write its checkpoint, ONNX model and metrics.
+
+    Args:
+        config: The run's configuration (``train`` section used; saved beside outputs).
+        labels: Label space of the data and model (drivable classes included).
+        source: Function from a source index to a sample (image, semantic, instances).
+        source_indices: Source index for every sample position; its length must cover
+            ``steps * batch_size`` samples.
+        output_dir: Folder for checkpoints, model and logs (created).
+        evaluate: Optional function (network in eval mode, metadata) -> PQ result dict; it
+            runs every ``train.eval_every`` steps and at the end.
+        resume: Continue from ``output_dir/checkpoint_last.safetensors``.
+        progress: Show a progress bar on stderr.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        export_onnx: Write ``model.onnx`` at the end.
+        stop_at: Stop after this step as an interruption would (the resumable checkpoint is
+            written, nothing final); for tests of ``resume``.
+
+    Raises:
+        ConfigError: Too few samples for the configured steps, or nothing to resume.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from panoptic_ros.modeling.checkpoint import load_checkpoint, save_checkpoint
+    from panoptic_ros.modeling.network import build_network_from_config
+    from panoptic_ros.modeling.pretrained import load_backbone_weights
+    from panoptic_ros.training.losses import panoptic_loss
+
+    cfg = config.train
+    needed = cfg.steps * cfg.batch_size
+    if len(source_indices) < needed:
+        raise ConfigError(
+            f"train: {len(source_indices)} samples cannot fill {cfg.steps} steps of "
+            f"{cfg.batch_size}"
+        )
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    network = build_network_from_config(cfg, labels)
+    metadata = ModelMetadata(
+        labels=labels,
+        input_hw=(cfg.image_height, cfg.image_width),
+        mean_rgb=tuple(float(v) for v in network.mean_rgb),  # type: ignore[arg-type]
+        std_rgb=tuple(float(v) for v in network.std_rgb),  # type: ignore[arg-type]
+        architecture=network.architecture,
+    )
+    start_step = 0
+    optimizer_state: dict[str, Any] | None = None
+    checkpoint_path = output_dir / CHECKPOINT_NAME
+    if resume:
+        if not checkpoint_path.is_file():
+            raise ConfigError(f"train: nothing to resume, {str(checkpoint_path)!r} does not exist")
+        network, metadata, extras = load_checkpoint(checkpoint_path)
+        start_step = int(extras.get("step", 0))
+        optimizer_state = extras.get("optimizer_state")
+        logger.info("resuming from %s at step %d", checkpoint_path, start_step)
+    else:
+        load_backbone_weights(network.backbone, cfg.backbone_weights)
+
+    network = network.to(dev).train()
+    optimizer = torch.optim.AdamW(
+        network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+
+    (output_dir / "config.yaml").write_text(
+        yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8"
+    )
+    (output_dir / "environment.json").write_text(json.dumps(_environment(), indent=2) + "\n")
+
+    dataset = TargetDataset(
+        source,
+        source_indices[:needed],
+        seed=cfg.seed,
+        augment_params=AugmentParams(),
+        stride=metadata.output_stride,
+    )
+    outcome = TrainOutcome(steps=start_step, seconds=0.0)
+    metrics_file = (output_dir / "metrics.jsonl").open("a", encoding="utf-8")
+    use_amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    started = time.monotonic()
+    window: list[float] = []
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start_step,
+        desc="train",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not progress or not sys.stderr.isatty(),
+        file=sys.stderr,
+    )
+
+    def log(record: dict[str, Any]) -> None:
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+
+    def run_evaluation(step: int) -> None:
+        if evaluate is None:
+            return
+        network.eval()
+        with torch.no_grad():
+            result = evaluate(network, metadata)
+        network.train()
+        outcome.evaluations.append((step, result))
+        log({"step": step, "eval": result})
+        logger.info(
+            "step %d: PQ %.3f (things %.3f, stuff %.3f)",
+            step,
+            result["all"]["pq"],
+            result["things"]["pq"],
+            result["stuff"]["pq"],
+        )
+
+    try:
+        step = start_step
+        for host_batch in _batches(dataset, cfg.batch_size, start_step, cfg.num_workers):
+            if step >= cfg.steps or (stop_at is not None and step >= stop_at):
+                break
+            lr = learning_rate_at(
+                step, peak=cfg.learning_rate, warmup=cfg.warmup_steps, total=cfg.steps
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = {k: v.to(dev, non_blocking=True) for k, v in host_batch.items()}
+            with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
+                outputs = network(batch.pop("image"))
+            losses = panoptic_loss(outputs, batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(losses["total"]).backward()  # type: ignore[no-untyped-call]
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            total = float(losses["total"].detach())
+            if not math.isfinite(total):
+                raise FloatingPointError(f"train: loss became {total} at step {step}")
+            window.append(total)
+            record = {"step": step, "lr": lr, **{k: float(v.detach()) for k, v in losses.items()}}
+            if step == start_step + 1:
+                outcome.losses["first"] = total
+            if step % 10 == 0 or step == cfg.steps:
+                log(record)
+            bar.update(1)
+            if bar.disable and step % 50 == 0:
+                # No terminal (CI, nohup): progress goes to the log instead of a bar.
+                elapsed = time.monotonic() - started
+                logger.info(
+                    "step %d/%d  loss %.3f  lr %.1e  %.2f s/step",
+                    step,
+                    cfg.steps,
+                    float(np.mean(window[-20:])),
+                    lr,
+                    elapsed / max(step - start_step, 1),
+                )
+            bar.set_postfix(loss=f"{np.mean(window[-20:]):.3f}", lr=f"{lr:.1e}")
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+                run_evaluation(step)
+            if step % 200 == 0 and step < cfg.steps:
+                save_checkpoint(
+                    checkpoint_path,
+                    network,
+                    metadata=metadata,
+                    optimizer_state=optimizer.state_dict(),
+                    step=step,
+                )
+        outcome.steps = step
+        outcome.losses["last"] = float(np.mean(window[-20:])) if window else float("nan")
+        save_checkpoint(
+            checkpoint_path,
+            network,
+            metadata=metadata,
+            optimizer_state=optimizer.state_dict(),
+            step=step,
+        )
+        if step < cfg.steps:  # stopped early (stop_at): resumable, nothing final written
+            outcome.files.append(checkpoint_path)
+            outcome.seconds = time.monotonic() - started
+            return outcome
+        run_evaluation(step)
+        final = output_dir / "model.safetensors"
+        provenance = {"steps": step, "train": config_to_dict(config)["train"]}
+        if outcome.evaluations:
+            provenance["eval"] = outcome.evaluations[-1][1]
+        metadata = ModelMetadata(**{**_fields(metadata), "provenance": provenance})
+        save_checkpoint(final, network, metadata=metadata, step=step)
+        outcome.files += [checkpoint_path, final, output_dir / "metrics.jsonl"]
+        if export_onnx:
+            from panoptic_ros.export.onnx_export import export_onnx as export
+
+            network.eval().cpu()
+            onnx_path = export(
+                network,
+                output_dir / "model.onnx",
+                metadata=metadata,
+                input_hw=metadata.input_hw,
+                dynamic=True,
+            )
+            outcome.files += [onnx_path, onnx_path.with_suffix(".json")]
+    finally:
+        bar.close()
+        metrics_file.close()
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _fields(metadata: ModelMetadata) -> dict[str, Any]:
+    return {name: getattr(metadata, name) for name in metadata.__dataclass_fields__}

@@ -1,0 +1,97 @@
+"""A tiny training run on synthetic scenes: loss falls, quality rises, resume is exact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from panoptic_ros.config import config_from_flat  # noqa: E402
+from panoptic_ros.data.synthetic import generate_scene  # noqa: E402
+from panoptic_ros.evaluation.model_eval import evaluate_torch_network, held_out_synthetic  # noqa: E402
+from panoptic_ros.fusion import FusionParams  # noqa: E402
+from panoptic_ros.labels import CITYSCAPES  # noqa: E402
+from panoptic_ros.training.loop import train  # noqa: E402
+
+LABELS = CITYSCAPES.with_drivable(["road"])
+TINY = {
+    "train.steps": 40,
+    "train.batch_size": 4,
+    "train.image_height": 128,
+    "train.image_width": 256,
+    "train.learning_rate": 0.004,
+    "train.warmup_steps": 5,
+    "train.num_workers": 0,
+    "train.eval_every": 0,
+    "train.fpn_channels": 32,
+    "train.head_channels": 32,
+}
+
+
+def source(seed: int) -> Any:
+    return generate_scene(seed, 128, 256)
+
+
+def run(
+    tmp: Path,
+    *,
+    resume: bool = False,
+    stop_at: int | None = None,
+    evaluate: Any = None,
+    **overrides: Any,
+) -> Any:
+    torch.set_num_threads(2)
+    config = config_from_flat({**TINY, **overrides})
+    needed = config.train.steps * config.train.batch_size
+    return train(
+        config,
+        LABELS,
+        source,
+        list(range(needed)),
+        tmp,
+        evaluate=evaluate,
+        resume=resume,
+        progress=False,
+        device="cpu",
+        export_onnx=False,
+        stop_at=stop_at,
+    )
+
+
+@pytest.mark.slow
+def test_loss_falls_and_quality_rises(tmp_path: Path) -> None:
+    scenes = held_out_synthetic(4, 128, 256)
+
+    def evaluate(network: Any, metadata: Any) -> dict[str, Any]:
+        return evaluate_torch_network(network, metadata, scenes, FusionParams()).to_dict()
+
+    outcome = run(tmp_path, evaluate=evaluate, **{"train.steps": 60, "train.eval_every": 20})
+    assert outcome.losses["last"] < 0.75 * outcome.losses["first"]
+    (_, early), (_, late) = outcome.evaluations[0], outcome.evaluations[-1]
+    assert late["miou"] > early["miou"]
+    assert late["all"]["pq"] > early["all"]["pq"]
+    assert (tmp_path / "model.safetensors").is_file()
+
+
+def _losses(path: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {row["step"]: row["total"] for row in rows if "total" in row}
+
+
+@pytest.mark.slow
+def test_resume_continues_with_the_same_losses(tmp_path: Path) -> None:
+    overrides = {"train.steps": 20, "train.batch_size": 2}
+    straight = run(tmp_path / "straight", **overrides)
+    interrupted = run(tmp_path / "resumed", stop_at=10, **overrides)
+    assert interrupted.steps == 10
+    resumed = run(tmp_path / "resumed", resume=True, **overrides)
+    assert resumed.steps == 20
+    expected = _losses(tmp_path / "straight" / "metrics.jsonl")
+    got = _losses(tmp_path / "resumed" / "metrics.jsonl")
+    assert sorted(got) == sorted(expected) == [10, 20]
+    assert got[20] == pytest.approx(expected[20], rel=1e-4)
+    assert straight.steps == 20
