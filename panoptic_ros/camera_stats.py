@@ -1,0 +1,195 @@
+"""Per-camera health for /diagnostics: rates, drops, latency percentiles, levels.
+
+All times are monotonic nanoseconds (``time.monotonic_ns``) so the figures stay right under
+sim time and clock jumps. Latency runs from the message's receipt to the publication of
+its outputs; the age of the header stamp is reported separately, because under sim time
+without /clock it says nothing about the node.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["CameraHealth", "CameraStats", "HealthLevel", "HealthThresholds", "LogThrottle"]
+
+_NS_PER_S = 1_000_000_000
+
+
+class HealthLevel(enum.IntEnum):
+    """diagnostic_msgs/DiagnosticStatus levels."""
+
+    OK = 0
+    WARN = 1
+    ERROR = 2
+    STALE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class HealthThresholds:
+    """When a camera's status turns WARN or ERROR (from ``node.*`` parameters)."""
+
+    latency_warn_ms: float = 250.0
+    latency_error_ms: float = 1000.0
+    input_timeout_s: float = 2.0
+    drop_ratio_warn: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class CameraHealth:
+    """One camera's status over the last window, ready for a DiagnosticStatus.
+
+    Attributes:
+        level: Worst condition found.
+        message: One line saying why (``"ok"`` when all is well).
+        values: Ordered (key, value) pairs for DiagnosticStatus.values.
+    """
+
+    level: HealthLevel
+    message: str
+    values: tuple[tuple[str, str], ...]
+
+
+class CameraStats:
+    """Counts and timings of one camera over a sliding window.
+
+    Args:
+        window_s: Rates and percentiles cover the last this many seconds.
+        max_samples: Cap on stored latency samples (memory stays bounded at any rate).
+    """
+
+    def __init__(self, window_s: float = 5.0, max_samples: int = 1024) -> None:
+        self.window_ns = int(window_s * _NS_PER_S)
+        self._inputs: collections.deque[int] = collections.deque(maxlen=max_samples)
+        self._outputs: collections.deque[tuple[int, float, float]] = collections.deque(
+            maxlen=max_samples
+        )
+        self.received_total = 0
+        self.processed_total = 0
+        self.dropped_total = 0
+        self.errors_total = 0
+        self.errors_by_kind: collections.Counter[str] = collections.Counter()
+        self.last_error = ""
+        self.last_input_ns: int | None = None
+        self.started_ns: int | None = None
+
+    def record_input(self, received_ns: int) -> None:
+        """A message arrived (before the mailbox decides whether it is dropped)."""
+        self.received_total += 1
+        self._inputs.append(received_ns)
+        self.last_input_ns = received_ns
+        if self.started_ns is None:
+            self.started_ns = received_ns
+
+    def record_drops(self, dropped_total: int) -> None:
+        """The mailbox's running count of superseded frames."""
+        self.dropped_total = dropped_total
+
+    def record_output(self, received_ns: int, published_ns: int, stamp_age_ms: float) -> None:
+        """Outputs of a frame were published.
+
+        Args:
+            received_ns: Monotonic receipt time of the input message.
+            published_ns: Monotonic time after the last publish call.
+            stamp_age_ms: ROS now minus the header stamp, in ms (NaN when unknown).
+        """
+        self.processed_total += 1
+        latency_ms = (published_ns - received_ns) / 1e6
+        self._outputs.append((published_ns, latency_ms, stamp_age_ms))
+
+    def record_error(self, kind: str, message: str) -> None:
+        """A frame could not be processed (bad encoding, backend failure ...)."""
+        self.errors_total += 1
+        self.errors_by_kind[kind] += 1
+        self.last_error = message
+
+    def _rate_hz(self, times_ns: list[int], now_ns: int) -> float:
+        recent = [t for t in times_ns if now_ns - t <= self.window_ns]
+        if not recent:
+            return 0.0
+        span_ns = now_ns - (self.started_ns if self.started_ns is not None else recent[0])
+        span_ns = min(max(span_ns, 1), self.window_ns)
+        return len(recent) * _NS_PER_S / span_ns
+
+    def health(self, now_ns: int, thresholds: HealthThresholds) -> CameraHealth:
+        """Summarise the window ending at ``now_ns`` and grade it.
+
+        Returns:
+            Level, reason and the key/value table (rates in Hz, latencies in ms).
+        """
+        input_hz = self._rate_hz(list(self._inputs), now_ns)
+        recent = [o for o in self._outputs if now_ns - o[0] <= self.window_ns]
+        output_hz = self._rate_hz([o[0] for o in recent], now_ns)
+        latencies = np.array([o[1] for o in recent], dtype=np.float64)
+        ages = np.array([o[2] for o in recent if np.isfinite(o[2])], dtype=np.float64)
+        p50, p99 = (
+            (float(np.percentile(latencies, 50)), float(np.percentile(latencies, 99)))
+            if latencies.size
+            else (float("nan"), float("nan"))
+        )
+        age_p50 = float(np.percentile(ages, 50)) if ages.size else float("nan")
+        drop_ratio = self.dropped_total / self.received_total if self.received_total else 0.0
+
+        level, reasons = HealthLevel.OK, []
+        silent_s = (
+            (now_ns - self.last_input_ns) / _NS_PER_S if self.last_input_ns is not None else None
+        )
+        if silent_s is None:
+            level, reasons = HealthLevel.WARN, ["no input received yet"]
+        elif silent_s > thresholds.input_timeout_s:
+            level = HealthLevel.WARN
+            reasons.append(f"no input for {silent_s:.1f} s")
+        if np.isfinite(p99) and p99 > thresholds.latency_error_ms:
+            level = HealthLevel.ERROR
+            reasons.append(f"latency p99 {p99:.0f} ms > {thresholds.latency_error_ms:.0f} ms")
+        elif np.isfinite(p99) and p99 > thresholds.latency_warn_ms:
+            level = max(level, HealthLevel.WARN)
+            reasons.append(f"latency p99 {p99:.0f} ms > {thresholds.latency_warn_ms:.0f} ms")
+        if drop_ratio > thresholds.drop_ratio_warn:
+            level = max(level, HealthLevel.WARN)
+            reasons.append(f"{drop_ratio:.0%} of frames dropped (model slower than camera)")
+        if self.errors_total and self.last_error:
+            level = max(level, HealthLevel.WARN)
+            reasons.append(f"{self.errors_total} bad frames, last: {self.last_error}")
+
+        values = (
+            ("input_rate_hz", f"{input_hz:.2f}"),
+            ("output_rate_hz", f"{output_hz:.2f}"),
+            ("frames_received", str(self.received_total)),
+            ("frames_processed", str(self.processed_total)),
+            ("frames_dropped", str(self.dropped_total)),
+            ("frames_failed", str(self.errors_total)),
+            ("latency_p50_ms", f"{p50:.1f}"),
+            ("latency_p99_ms", f"{p99:.1f}"),
+            ("stamp_age_p50_ms", f"{age_p50:.1f}"),
+            *(
+                (f"errors_{kind}", str(count))
+                for kind, count in sorted(self.errors_by_kind.items())
+            ),
+        )
+        return CameraHealth(level, "; ".join(reasons) or "ok", values)
+
+
+class LogThrottle:
+    """At most one log line per key in ``period_s`` (a broken camera cannot flood the log).
+
+    Args:
+        period_s: Minimum seconds between two lines with the same key.
+    """
+
+    def __init__(self, period_s: float) -> None:
+        self.period_ns = int(period_s * _NS_PER_S)
+        self._last: dict[str, int] = {}
+        self.suppressed: collections.Counter[str] = collections.Counter()
+
+    def ready(self, key: str, now_ns: int) -> bool:
+        """True if a line for ``key`` may be logged now (and records that it was)."""
+        last = self._last.get(key)
+        if last is not None and now_ns - last < self.period_ns:
+            self.suppressed[key] += 1
+            return False
+        self._last[key] = now_ns
+        return True

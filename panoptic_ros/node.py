@@ -1,0 +1,554 @@
+"""panoptic_node: the ROS 2 face of the pipeline. The only module that imports rclpy.
+
+Everything it does is delegated to ROS-free modules; this file only wires them to ROS:
+
+* parameters: one declared parameter per leaf of the config sections the node reads
+  (``config.RUNTIME_SECTIONS``), with the field's doc as description, ranges, choices and
+  ``read_only`` for settings that need a restart; validated by the same
+  :func:`~panoptic_ros.config.config_from_flat` as YAML files, at start-up (a bad value is
+  one fatal line) and on every run-time change (refused with the reason);
+* per camera: a subscription (sensor-data QoS by default) whose callback only drops the
+  message into a :class:`~panoptic_ros.latest_frame.LatestFrameMailbox`; one worker thread
+  takes the newest frame of each camera in turn, so latency never grows and superseded
+  frames are counted as dropped;
+* outputs built by :mod:`panoptic_ros.ros_messages` with the input header unchanged, only
+  for topics that have subscribers; the optional ground grid from
+  :mod:`panoptic_ros.ground_grid` with CameraInfo and TF at the image stamp;
+* /diagnostics at 1 Hz on a steady clock from :mod:`panoptic_ros.camera_stats`;
+* Python logging of the core modules forwarded to the node's logger (so to /rosout).
+"""
+
+from __future__ import annotations
+
+import array
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import rclpy
+from builtin_interfaces import msg as builtin_interfaces_msg
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs import msg as geometry_msgs_msg
+from nav_msgs.msg import MapMetaData, OccupancyGrid
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs import msg as sensor_msgs_msg
+from std_msgs import msg as std_msgs_msg
+from vision_msgs import msg as vision_msgs_msg
+
+from panoptic_ros.camera_stats import CameraStats, HealthThresholds, LogThrottle
+from panoptic_ros.config import (
+    RUNTIME_SECTIONS,
+    Config,
+    FieldSpec,
+    config_fields,
+    config_from_flat,
+)
+from panoptic_ros.errors import CodecError, ConfigError, PanopticError
+from panoptic_ros.fusion import FusionParams
+from panoptic_ros.ground_grid import CameraModel, GridSpec, project_drivable_grid, transform_matrix
+from panoptic_ros.latest_frame import Delivery, LatestFrameMailbox
+from panoptic_ros.pipeline import PanopticPipeline
+from panoptic_ros.render import render_overlay
+from panoptic_ros.ros_messages import MessageClasses, build_output_messages
+from panoptic_ros.tracking import InstanceTracker
+
+__all__ = ["PanopticNode", "main"]
+
+NODE_NAME = "panoptic_node"
+_NS_PER_S = 1_000_000_000
+_INT64_MAX = 2**63 - 1
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """The CameraInfo topic beside an image topic (``/cam/image_raw`` -> ``/cam/camera_info``)."""
+    parent, slash, _ = image_topic.rpartition("/")
+    return f"{parent}/camera_info" if slash else "camera_info"
+
+
+def _parameter_value(spec: FieldSpec) -> Any:
+    return list(spec.default) if isinstance(spec.default, tuple) else spec.default
+
+
+def parameter_descriptor(spec: FieldSpec) -> ParameterDescriptor:
+    """The ROS parameter descriptor of a config field (description, range, read-only)."""
+    constraints = []
+    if spec.choices:
+        constraints.append("one of: " + ", ".join(spec.choices))
+    descriptor = ParameterDescriptor(
+        name=spec.name,
+        description=spec.doc,
+        read_only=spec.read_only,
+        additional_constraints="; ".join(constraints),
+    )
+    if spec.minimum is not None and spec.maximum is not None:
+        if spec.type is int:
+            descriptor.integer_range = [
+                IntegerRange(from_value=int(spec.minimum), to_value=int(spec.maximum), step=1)
+            ]
+        elif spec.type is float:
+            descriptor.floating_point_range = [
+                FloatingPointRange(
+                    from_value=float(spec.minimum), to_value=float(spec.maximum), step=0.0
+                )
+            ]
+    return descriptor
+
+
+class _RosLogHandler(logging.Handler):
+    """Forwards Python logging of the core modules to the node's rclpy logger."""
+
+    def __init__(self, logger: Any) -> None:
+        super().__init__()
+        self._logger = logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = self.format(record)
+        if record.levelno >= logging.ERROR:
+            self._logger.error(message)
+        elif record.levelno >= logging.WARNING:
+            self._logger.warning(message)
+        elif record.levelno >= logging.INFO:
+            self._logger.info(message)
+        else:
+            self._logger.debug(message)
+
+
+@dataclass
+class _Camera:
+    """Subscriptions, publishers and state of one camera."""
+
+    name: str
+    image_topic: str
+    stats: CameraStats
+    tracker: InstanceTracker
+    publishers: dict[str, Any] = field(default_factory=dict)
+    grid_publisher: Any = None
+    camera_info: Any = None
+    subscriptions: list[Any] = field(default_factory=list)
+
+
+def _qos(reliability: str, depth: int) -> QoSProfile:
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=(
+            ReliabilityPolicy.BEST_EFFORT
+            if reliability == "best_effort"
+            else ReliabilityPolicy.RELIABLE
+        ),
+        durability=DurabilityPolicy.VOLATILE,
+    )
+
+
+class PanopticNode(Node):
+    """Panoptic segmentation of one or more cameras.
+
+    Args:
+        pipeline_factory: Builds the pipeline from the validated config (tests pass a
+            small fake; the default loads the model and starts the backend).
+        node_kwargs: Passed to ``rclpy.node.Node`` (``namespace``, ``parameter_overrides``...).
+
+    Raises:
+        ConfigError: A parameter is invalid (one line naming it).
+        PanopticError: The model or backend cannot start.
+    """
+
+    def __init__(
+        self,
+        *,
+        pipeline_factory: Callable[[Config], PanopticPipeline] = PanopticPipeline.from_config,
+        **node_kwargs: Any,
+    ) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self._log_handler = _RosLogHandler(self.get_logger())
+        logging.getLogger("panoptic_ros").addHandler(self._log_handler)
+        logging.getLogger("panoptic_ros").setLevel(logging.INFO)
+        self._specs = {
+            s.name: s for s in config_fields() if s.name.split(".")[0] in RUNTIME_SECTIONS
+        }
+        self._lock = threading.Lock()
+        self._declare_parameters()
+        self.config = self._config_from_parameters()
+        self._classes = MessageClasses.from_modules(
+            builtin_interfaces=builtin_interfaces_msg,
+            std_msgs=std_msgs_msg,
+            sensor_msgs=sensor_msgs_msg,
+            geometry_msgs=geometry_msgs_msg,
+            vision_msgs=vision_msgs_msg,
+        )
+        self.get_logger().info(
+            f"loading model ({self.config.backend.name} backend, "
+            f"{self.config.model.model_file_path or 'bundled demo model'}); a TensorRT engine "
+            "may need building first, which takes minutes on a Jetson"
+        )
+        started = time.monotonic()
+        self.pipeline = pipeline_factory(self.config)
+        self.get_logger().info(
+            f"model ready in {time.monotonic() - started:.1f} s: {self.pipeline.describe()}"
+        )
+        self._throttle = LogThrottle(self.config.node.log_throttle_s)
+        self._thresholds = self._health_thresholds(self.config)
+        node = self.config.node
+        self._cameras: dict[str, _Camera] = {}
+        self._mailbox: LatestFrameMailbox[Any] = LatestFrameMailbox(node.camera_names)
+        self._tf_buffer: Any = None
+        if node.publish_drivable_grid:
+            self._start_tf()
+        for name, topic in zip(node.camera_names, node.image_topics, strict=True):
+            self._cameras[name] = self._open_camera(name, topic)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
+        self._diagnostics_timer = self.create_timer(
+            1.0, self.publish_diagnostics, clock=self._steady_clock
+        )
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name="panoptic_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            "serving "
+            + ", ".join(
+                f"{c.name}: {c.image_topic} ({node.input_transport}) -> {c.name}/*"
+                for c in self._cameras.values()
+            )
+        )
+
+    # ---------------------------------------------------------------- parameters
+
+    def _declare_parameters(self) -> None:
+        for spec in self._specs.values():
+            try:
+                self.declare_parameter(
+                    spec.name, _parameter_value(spec), parameter_descriptor(spec)
+                )
+            except Exception as err:  # rclpy raises several ParameterException kinds
+                raise ConfigError(f"parameter {spec.name}: {err}") from err
+
+    def _config_from_parameters(self) -> Config:
+        values = {name: self.get_parameter(name).value for name in self._specs}
+        return config_from_flat(values)
+
+    def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:
+        """Validate run-time changes with the config validator; apply them or refuse."""
+        changes = {p.name: p.value for p in parameters if p.name in self._specs}
+        if not changes:
+            return SetParametersResult(successful=True)
+        fixed = sorted(name for name in changes if self._specs[name].read_only)
+        if fixed:
+            return SetParametersResult(
+                successful=False, reason=f"{fixed[0]} is read at start-up; restart the node"
+            )
+        try:
+            config = config_from_flat(changes, base=self.config)
+            labels = self.pipeline.backend.metadata.labels.with_drivable(
+                config.labels.drivable_classes
+            )
+        except ConfigError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        with self._lock:
+            self.config = config
+            self.pipeline.labels = labels
+            self.pipeline.fusion = FusionParams.from_config(config.fusion)
+            self._thresholds = self._health_thresholds(config)
+            for camera in self._cameras.values():
+                camera.tracker.min_iou = config.node.track_min_overlap
+                self._sync_publishers(camera)
+        return SetParametersResult(successful=True)
+
+    @staticmethod
+    def _health_thresholds(config: Config) -> HealthThresholds:
+        node = config.node
+        return HealthThresholds(
+            latency_warn_ms=node.latency_warn_ms,
+            latency_error_ms=node.latency_error_ms,
+            input_timeout_s=node.input_timeout_s,
+            drop_ratio_warn=node.drop_ratio_warn,
+        )
+
+    # ---------------------------------------------------------------- topics
+
+    def _open_camera(self, name: str, image_topic: str) -> _Camera:
+        node = self.config.node
+        camera = _Camera(
+            name=name,
+            image_topic=image_topic,
+            stats=CameraStats(),
+            tracker=InstanceTracker(min_iou=node.track_min_overlap),
+        )
+        input_qos = _qos(node.input_reliability, node.input_depth)
+        if node.input_transport == "compressed":
+            topic, msg_type = f"{image_topic}/compressed", sensor_msgs_msg.CompressedImage
+        else:
+            topic, msg_type = image_topic, sensor_msgs_msg.Image
+        camera.image_topic = topic
+        camera.subscriptions.append(
+            self.create_subscription(
+                msg_type, topic, functools.partial(self._on_image, name), input_qos
+            )
+        )
+        if node.publish_drivable_grid:
+            info_topic = camera_info_topic(image_topic)
+            camera.subscriptions.append(
+                self.create_subscription(
+                    sensor_msgs_msg.CameraInfo,
+                    info_topic,
+                    functools.partial(self._on_camera_info, name),
+                    input_qos,
+                )
+            )
+        self._sync_publishers(camera)
+        return camera
+
+    def _sync_publishers(self, camera: _Camera) -> None:
+        """Create publishers of enabled outputs, destroy those of disabled ones."""
+        node = self.config.node
+        output_qos = _qos(node.output_reliability, node.output_depth)
+        wanted = {
+            "drivable_mask": node.publish_drivable_mask,
+            "semantic": node.publish_semantic,
+            "instance_ids": node.publish_instance_ids,
+            "instances": node.publish_instances,
+            "overlay": node.publish_overlay,
+        }
+        types = {"instances": vision_msgs_msg.Detection2DArray}
+        for output, enabled in wanted.items():
+            present = output in camera.publishers
+            if enabled and not present:
+                msg_type = types.get(output, sensor_msgs_msg.Image)
+                camera.publishers[output] = self.create_publisher(
+                    msg_type, f"{camera.name}/{output}", output_qos
+                )
+            elif not enabled and present:
+                self.destroy_publisher(camera.publishers.pop(output))
+        if node.publish_drivable_grid and camera.grid_publisher is None:
+            camera.grid_publisher = self.create_publisher(
+                OccupancyGrid, f"{camera.name}/drivable_grid", output_qos
+            )
+
+    def _start_tf(self) -> None:
+        from tf2_ros.buffer import Buffer
+        from tf2_ros.transform_listener import TransformListener
+
+        self._tf_buffer = Buffer()
+        self._tf_listener = TransformListener(self._tf_buffer, self)
+
+    def _on_image(self, camera: str, message: Any) -> None:
+        received_ns = time.monotonic_ns()
+        self._cameras[camera].stats.record_input(received_ns)
+        self._mailbox.offer(camera, message, received_ns)
+
+    def _on_camera_info(self, camera: str, message: Any) -> None:
+        self._cameras[camera].camera_info = message
+
+    # ---------------------------------------------------------------- worker
+
+    def _work(self) -> None:
+        while self._running:
+            delivery = self._mailbox.take(timeout_s=0.5)
+            if delivery is not None:
+                self.process(delivery)
+
+    def _warn(self, key: str, message: str, *, error: bool = False) -> None:
+        if self._throttle.ready(key, time.monotonic_ns()):
+            suppressed = self._throttle.suppressed.pop(key, 0)
+            suffix = f" ({suppressed} more since the last report)" if suppressed else ""
+            (self.get_logger().error if error else self.get_logger().warning)(message + suffix)
+
+    def process(self, delivery: Delivery[Any]) -> None:
+        """Segment one frame and publish its outputs; never raises (errors are counted)."""
+        camera = self._cameras[delivery.camera]
+        message = delivery.message
+        camera.stats.record_drops(self._mailbox.dropped(camera.name))
+        with self._lock:
+            wanted = {
+                name
+                for name, publisher in camera.publishers.items()
+                if publisher.get_subscription_count() > 0
+            }
+            grid_wanted = (
+                camera.grid_publisher is not None
+                and camera.grid_publisher.get_subscription_count() > 0
+            )
+            config = self.config
+        try:
+            image, result = self.pipeline.process_message(message)
+        except CodecError as err:
+            camera.stats.record_error("codec", str(err))
+            self._warn(f"{camera.name}:codec", f"{camera.name}: frame skipped: {err}")
+            return
+        except PanopticError as err:
+            camera.stats.record_error("backend", str(err))
+            self._warn(
+                f"{camera.name}:backend", f"{camera.name}: inference failed: {err}", error=True
+            )
+            return
+        except Exception as err:
+            camera.stats.record_error("internal", f"{type(err).__name__}: {err}")
+            self._warn(
+                f"{camera.name}:internal",
+                f"{camera.name}: unexpected {type(err).__name__} while processing: {err}",
+                error=True,
+            )
+            return
+        result = camera.tracker.update(result)
+        stage_start = time.perf_counter_ns()
+        overlay = None
+        if "overlay" in wanted:
+            overlay = render_overlay(
+                image,
+                result,
+                self.pipeline.labels,
+                alpha=config.render.overlay_alpha,
+                draw_boxes=config.render.draw_boxes,
+            )
+        messages = build_output_messages(
+            self._classes, message.header, result, overlay_bgr=overlay, enabled=wanted
+        )
+        for name, output in messages.items():
+            camera.publishers[name].publish(output)
+        if grid_wanted:
+            self._publish_grid(camera, message.header, result.drivable_mask, config)
+        result.timings.messages_ms = (time.perf_counter_ns() - stage_start) / 1e6
+        now = self.get_clock().now().nanoseconds
+        stamp = message.header.stamp.sec * _NS_PER_S + message.header.stamp.nanosec
+        camera.stats.record_output(
+            delivery.received_ns,
+            time.monotonic_ns(),
+            (now - stamp) / 1e6 if stamp else float("nan"),
+        )
+
+    def _publish_grid(self, camera: _Camera, header: Any, mask: Any, config: Config) -> None:
+        grid = config.grid
+        if camera.camera_info is None:
+            self._warn(f"{camera.name}:grid", f"{camera.name}: no CameraInfo yet; grid skipped")
+            return
+        try:
+            from rclpy.duration import Duration
+            from rclpy.time import Time
+
+            transform = self._tf_buffer.lookup_transform(
+                header.frame_id,
+                grid.frame_id,
+                Time.from_msg(header.stamp),
+                timeout=Duration(seconds=grid.tf_timeout_s),
+            ).transform
+            camera_from_ground = transform_matrix(
+                (transform.translation.x, transform.translation.y, transform.translation.z),
+                (
+                    transform.rotation.x,
+                    transform.rotation.y,
+                    transform.rotation.z,
+                    transform.rotation.w,
+                ),
+            )
+            model = CameraModel.from_camera_info(camera.camera_info)
+        except Exception as err:
+            camera.stats.record_error("grid", str(err))
+            self._warn(f"{camera.name}:grid", f"{camera.name}: no ground grid: {err}")
+            return
+        spec = GridSpec(grid.resolution_m, grid.length_m, grid.width_m, grid.origin_x_m)
+        cells = project_drivable_grid(
+            mask, model, camera_from_ground, spec, rectified=grid.image_is_rectified
+        )
+        rows, cols = cells.shape
+        origin_x, origin_y = spec.origin_xy
+        data = array.array("b")
+        data.frombytes(cells.tobytes())
+        occupancy = OccupancyGrid(
+            header=std_msgs_msg.Header(stamp=header.stamp, frame_id=grid.frame_id),
+            info=MapMetaData(
+                map_load_time=header.stamp,
+                resolution=float(grid.resolution_m),
+                width=cols,
+                height=rows,
+                origin=geometry_msgs_msg.Pose(
+                    position=geometry_msgs_msg.Point(x=origin_x, y=origin_y, z=0.0),
+                    orientation=geometry_msgs_msg.Quaternion(x=0.0, y=0.0, z=0.0, w=1.0),
+                ),
+            ),
+            data=data,
+        )
+        camera.grid_publisher.publish(occupancy)
+
+    # ---------------------------------------------------------------- diagnostics
+
+    def publish_diagnostics(self) -> None:
+        """One DiagnosticStatus per camera (called at 1 Hz on the steady clock)."""
+        now_ns = time.monotonic_ns()
+        statuses = []
+        backend = f"{self.pipeline.backend.name} on {self.pipeline.backend.device}"
+        model = str(getattr(self.pipeline.backend, "model_path", "?"))
+        for camera in self._cameras.values():
+            camera.stats.record_drops(self._mailbox.dropped(camera.name))
+            health = camera.stats.health(now_ns, self._thresholds)
+            values = [KeyValue(key=k, value=v) for k, v in health.values]
+            values += [
+                KeyValue(key="backend", value=backend),
+                KeyValue(key="model", value=model),
+                KeyValue(key="input_topic", value=camera.image_topic),
+            ]
+            statuses.append(
+                DiagnosticStatus(
+                    level=bytes([int(health.level)]),
+                    name=f"{self.get_name()}: {camera.name}",
+                    message=health.message,
+                    hardware_id=backend,
+                    values=values,
+                )
+            )
+        self._diagnostics.publish(
+            DiagnosticArray(
+                header=std_msgs_msg.Header(stamp=self.get_clock().now().to_msg()),
+                status=statuses,
+            )
+        )
+
+    # ---------------------------------------------------------------- shutdown
+
+    def destroy_node(self) -> None:
+        """Stop the worker, close the backend, then destroy the node."""
+        self._running = False
+        self._mailbox.close()
+        if self._worker.is_alive():
+            self._worker.join(timeout=5.0)
+        self.pipeline.close()
+        logging.getLogger("panoptic_ros").removeHandler(self._log_handler)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run panoptic_ros panoptic_node``: spin until shutdown; 1 on a start-up error."""
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PanopticNode()
+        rclpy.spin(node)
+    except PanopticError as err:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,245 @@
+"""rclpy.node.Node essentials: parameters, publishers, subscriptions, timers, clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import (
+    InvalidParameterTypeException,
+    InvalidParameterValueException,
+    ParameterAlreadyDeclaredException,
+    ParameterNotDeclaredException,
+)
+from rclpy.graph import GRAPH
+from rclpy.logging import Logger
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile
+
+
+class Publisher:
+    def __init__(self, msg_type: type, topic_name: str, qos: QoSProfile) -> None:
+        self.msg_type = msg_type
+        self.topic_name = topic_name
+        self.qos = qos
+        self.published = 0
+
+    def publish(self, msg: Any) -> None:
+        if not isinstance(msg, self.msg_type):
+            raise TypeError(f"Expected {self.msg_type.__name__}, got {type(msg).__name__}")
+        self.published += 1
+        GRAPH.deliver(self, msg)
+
+    def get_subscription_count(self) -> int:
+        return len(GRAPH.matched(self))
+
+
+class Subscription:
+    def __init__(
+        self, msg_type: type, topic_name: str, callback: Callable[[Any], None], qos: QoSProfile
+    ) -> None:
+        self.msg_type = msg_type
+        self.topic_name = topic_name
+        self.callback = callback
+        self.qos = qos
+
+
+class Timer:
+    def __init__(self, period_sec: float, callback: Callable[[], None], clock: Clock) -> None:
+        self.timer_period_ns = int(period_sec * 1e9)
+        self.callback = callback
+        self.clock = clock
+
+    def cancel(self) -> None:
+        pass
+
+
+def _resolve(namespace: str, name: str, topic: str) -> str:
+    if topic.startswith("/"):
+        return topic
+    if topic.startswith("~"):
+        topic = f"{name}{topic[1:]}"
+    return f"{namespace.rstrip('/')}/{topic}"
+
+
+class Node:
+    def __init__(
+        self,
+        node_name: str,
+        *,
+        namespace: str | None = None,
+        parameter_overrides: list[Parameter] | None = None,
+        **_: Any,
+    ) -> None:
+        self._name = node_name
+        self._namespace = namespace if namespace else "/"
+        if not self._namespace.startswith("/"):
+            self._namespace = "/" + self._namespace
+        self._overrides = {p.name: p.value for p in parameter_overrides or []}
+        self._parameters: dict[str, Parameter] = {}
+        self._descriptors: dict[str, Any] = {}  # read by tests
+        self._callbacks: list[Callable[[list[Parameter]], Any]] = []
+        self._logger = Logger(node_name)
+        self._clock = Clock(clock_type=ClockType.ROS_TIME)
+        self.publishers: list[Publisher] = []
+        self.subscriptions: list[Subscription] = []
+        self.timers: list[Timer] = []
+        self.destroyed = False
+
+    # names, logging, clock
+    def get_name(self) -> str:
+        return self._name
+
+    def get_namespace(self) -> str:
+        return self._namespace
+
+    def get_logger(self) -> Logger:
+        return self._logger
+
+    def get_clock(self) -> Clock:
+        return self._clock
+
+    # parameters
+    def _check(self, name: str, value: Any, descriptor: Any) -> None:
+        for value_range in descriptor.floating_point_range:
+            if not value_range.from_value <= value <= value_range.to_value:
+                raise InvalidParameterValueException(
+                    f"Invalid parameter value ({value}) for parameter '{name}'. "
+                    f"Reason: not in range [{value_range.from_value}, {value_range.to_value}]"
+                )
+        for value_range in descriptor.integer_range:
+            if not value_range.from_value <= value <= value_range.to_value:
+                raise InvalidParameterValueException(
+                    f"Invalid parameter value ({value}) for parameter '{name}'. "
+                    f"Reason: not in range [{value_range.from_value}, {value_range.to_value}]"
+                )
+
+    def declare_parameter(
+        self, name: str, value: Any = None, descriptor: Any = None, ignore_override: bool = False
+    ) -> Parameter:
+        from rcl_interfaces.msg import ParameterDescriptor
+
+        if name in self._parameters:
+            raise ParameterAlreadyDeclaredException(name)
+        descriptor = descriptor if descriptor is not None else ParameterDescriptor()
+        default_type = Parameter.Type.from_parameter_value(value)
+        if name in self._overrides and not ignore_override:
+            value = self._overrides[name]
+            if Parameter.Type.from_parameter_value(value) != default_type and not (
+                default_type == Parameter.Type.STRING_ARRAY and value == []
+            ):
+                raise InvalidParameterTypeException(
+                    f"Trying to set parameter '{name}' to '{value}' of type "
+                    f"'{Parameter.Type.from_parameter_value(value).name}', expecting type "
+                    f"'{default_type.name}'"
+                )
+        self._check(name, value, descriptor)
+        parameter = Parameter(name, default_type, value)
+        self._parameters[name] = parameter
+        self._descriptors[name] = descriptor
+        return parameter
+
+    def get_parameter(self, name: str) -> Parameter:
+        if name not in self._parameters:
+            raise ParameterNotDeclaredException(name)
+        return self._parameters[name]
+
+    def add_on_set_parameters_callback(self, callback: Callable[[list[Parameter]], Any]) -> None:
+        self._callbacks.insert(0, callback)
+
+    def set_parameters(self, parameters: list[Parameter]) -> list[Any]:
+        from rcl_interfaces.msg import SetParametersResult
+
+        results = []
+        for parameter in parameters:
+            if parameter.name not in self._parameters:
+                raise ParameterNotDeclaredException(parameter.name)
+            current = self._parameters[parameter.name]
+            descriptor = self._descriptors[parameter.name]
+            if descriptor.read_only:
+                results.append(
+                    SetParametersResult(
+                        successful=False,
+                        reason="Trying to set a read-only parameter: " + parameter.name,
+                    )
+                )
+                continue
+            if parameter.type_ != current.type_:
+                results.append(
+                    SetParametersResult(
+                        successful=False,
+                        reason=f"Wrong parameter type, parameter {{{parameter.name}}} is of "
+                        f"type {{{current.type_.name}}}, setting it to "
+                        f"{{{parameter.type_.name}}} is not allowed.",
+                    )
+                )
+                continue
+            try:
+                self._check(parameter.name, parameter.value, descriptor)
+            except InvalidParameterValueException as err:
+                results.append(SetParametersResult(successful=False, reason=str(err)))
+                continue
+            result = SetParametersResult(successful=True)
+            for callback in self._callbacks:
+                result = callback([parameter])
+                if not result.successful:
+                    break
+            if result.successful:
+                self._parameters[parameter.name] = parameter
+            results.append(result)
+        return results
+
+    # topics
+    def create_publisher(
+        self, msg_type: type, topic: str, qos_profile: QoSProfile | int, **_: Any
+    ) -> Publisher:
+        qos = qos_profile if isinstance(qos_profile, QoSProfile) else QoSProfile(depth=qos_profile)
+        publisher = Publisher(msg_type, _resolve(self._namespace, self._name, topic), qos)
+        GRAPH.publishers[publisher.topic_name].append(publisher)
+        self.publishers.append(publisher)
+        return publisher
+
+    def destroy_publisher(self, publisher: Publisher) -> bool:
+        GRAPH.publishers[publisher.topic_name].remove(publisher)
+        self.publishers.remove(publisher)
+        return True
+
+    def create_subscription(
+        self,
+        msg_type: type,
+        topic: str,
+        callback: Callable[[Any], None],
+        qos_profile: QoSProfile | int,
+        **_: Any,
+    ) -> Subscription:
+        qos = qos_profile if isinstance(qos_profile, QoSProfile) else QoSProfile(depth=qos_profile)
+        subscription = Subscription(
+            msg_type, _resolve(self._namespace, self._name, topic), callback, qos
+        )
+        GRAPH.subscriptions[subscription.topic_name].append(subscription)
+        self.subscriptions.append(subscription)
+        return subscription
+
+    def destroy_subscription(self, subscription: Subscription) -> bool:
+        GRAPH.subscriptions[subscription.topic_name].remove(subscription)
+        self.subscriptions.remove(subscription)
+        return True
+
+    def create_timer(
+        self,
+        timer_period_sec: float,
+        callback: Callable[[], None],
+        callback_group: Any = None,
+        clock: Clock | None = None,
+    ) -> Timer:
+        timer = Timer(timer_period_sec, callback, clock or self._clock)
+        self.timers.append(timer)
+        return timer
+
+    def destroy_node(self) -> None:
+        for publisher in list(self.publishers):
+            self.destroy_publisher(publisher)
+        for subscription in list(self.subscriptions):
+            self.destroy_subscription(subscription)
+        self.destroyed = True

@@ -1,0 +1,24 @@
+"""tf2_ros.TransformListener essentials: subscribes /tf and /tf_static into a buffer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TransformListener:
+    def __init__(self, buffer: Any, node: Any, *, spin_thread: bool = False, **_: Any) -> None:
+        from rclpy.qos import DurabilityPolicy, QoSProfile
+        from tf2_msgs.msg import TFMessage
+
+        self.buffer = buffer
+        node.create_subscription(TFMessage, "/tf", self._callback, QoSProfile(depth=100))
+        node.create_subscription(
+            TFMessage,
+            "/tf_static",
+            self._callback,
+            QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+        )
+
+    def _callback(self, message: Any) -> None:
+        for transform in message.transforms:
+            self.buffer.set_transform(transform, "default_authority")
