@@ -1,0 +1,304 @@
+"""FP16 and INT8 (Q/DQ) variants of an FP32 model, for TensorRT 10 and 11 alike.
+
+TensorRT 11 builds only strongly typed networks: precision must live in the ONNX file. So:
+
+* :func:`convert_fp16` stores weights and arithmetic in float16 (input stays uint8, outputs
+  float32: ``keep_io_types``), optionally with static shapes for Jetson DLA cores, which
+  need fixed dimensions.
+* :func:`quantize_int8` inserts explicit QuantizeLinear/DequantizeLinear pairs by
+  post-training calibration with ONNX Runtime's static quantizer: symmetric int8
+  activations, per-channel symmetric int8 weights. TensorRT rejects non-zero zero points,
+  so every zero point is checked. The three head output convolutions stay in float: the
+  offsets span hundreds of pixels and the logits feed an argmax, both sensitive to a
+  per-tensor activation scale.
+
+Both keep the output contract and the embedded metadata (with ``precision`` updated) and
+run in ONNX Runtime on the CPU, where their accuracy is measured. ONNX Runtime's CPU FP16
+runs through casts, so it says little about TensorRT FP16 speed or rounding: re-measure on
+an engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from panoptic_ros.contract import (
+    HEAD_OUTPUTS,
+    INPUT_NAME,
+    METADATA_KEY,
+    ModelMetadata,
+    write_sidecar,
+)
+from panoptic_ros.errors import ModelFileError
+from panoptic_ros.geometry import Letterbox
+
+__all__ = [
+    "calibration_frames",
+    "check_symmetric_zero_points",
+    "convert_fp16",
+    "quantize_int8",
+]
+
+logger = logging.getLogger(__name__)
+
+CalibrationMethod = Literal["minmax", "percentile", "entropy"]
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _letterboxed(image: npt.NDArray[np.uint8], input_hw: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    image_hw = (int(image.shape[0]), int(image.shape[1]))
+    return Letterbox.fit(image_hw, input_hw).apply(np.ascontiguousarray(image))
+
+
+def calibration_frames(
+    source: Path, input_hw: tuple[int, int], count: int = 64
+) -> list[npt.NDArray[np.uint8]]:
+    """Frames for calibration, letterboxed to the network input, evenly spread over the source.
+
+    Args:
+        source: A folder of JPEG/PNG images or a rosbag2 with an image topic.
+        input_hw: Network input size.
+        count: How many frames at most.
+
+    Returns:
+        [H, W, 3] uint8 RGB network inputs.
+
+    Raises:
+        ModelFileError: The source has no usable images.
+    """
+    from panoptic_ros.codec import decode_compressed, decode_image
+
+    source = Path(source)
+    images: list[npt.NDArray[np.uint8]] = []
+    if source.is_dir() and not (source / "metadata.yaml").exists():
+        files = sorted(p for p in source.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
+        step = max(1, len(files) // max(count, 1))
+        for path in files[::step][:count]:
+            images.append(decode_compressed(format=path.suffix, data=path.read_bytes()))
+    else:
+        from panoptic_ros.bags import choose_image_topic, iter_messages, open_reader
+
+        with open_reader(source) as reader:
+            topic = choose_image_topic(reader)
+            total = int(reader.topics[topic].msgcount) or count
+            step = max(1, total // max(count, 1))
+            for index, (_, message) in enumerate(iter_messages(reader, topic)):
+                if index % step == 0:
+                    images.append(decode_image(message))
+                if len(images) >= count:
+                    break
+    if not images:
+        raise ModelFileError(
+            f"calibration source {str(source)!r} holds no JPEG/PNG images or frames"
+        )
+    return [_letterboxed(image, input_hw) for image in images]
+
+
+def _update_metadata(proto: Any, precision: str, input_hw: tuple[int, int] | None) -> ModelMetadata:
+    entry = next((e for e in proto.metadata_props if e.key == METADATA_KEY), None)
+    if entry is None:
+        raise ModelFileError(
+            f"the model has no {METADATA_KEY!r} metadata; export it with panoptic-ros"
+        )
+    data = ModelMetadata.from_json(entry.value).to_dict()
+    data["precision"] = precision
+    if input_hw is not None:
+        data["input_size"] = list(input_hw)
+        data["dynamic_input"] = False
+    metadata = ModelMetadata.from_dict(data)
+    entry.value = metadata.to_json()
+    return metadata
+
+
+def _atomic_save(proto: Any, path: Path) -> None:
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".onnx.tmp", delete=False) as tmp:
+        temporary = Path(tmp.name)
+    try:
+        onnx.save(proto, str(temporary))
+        # NamedTemporaryFile creates 0600 files; a model must be readable like any file.
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _make_static(proto: Any, input_hw: tuple[int, int]) -> None:
+    """Fix batch 1 and the spatial size on the input and outputs (DLA needs static shapes)."""
+    height, width = input_hw
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims, (1, height, width, 3), strict=True):
+        dim.ClearField("dim_param")
+        dim.dim_value = value
+    for output in proto.graph.output:
+        out_dims = output.type.tensor_type.shape.dim
+        out_dims[0].ClearField("dim_param")
+        out_dims[0].dim_value = 1
+        for dim, value in zip(out_dims[2:], (height // 4, width // 4), strict=True):
+            dim.ClearField("dim_param")
+            dim.dim_value = value
+
+
+def convert_fp16(
+    source: Path, target: Path, *, static_hw: tuple[int, int] | None = None
+) -> ModelMetadata:
+    """Write a float16 copy of ``source`` (uint8 input and float32 outputs kept).
+
+    Args:
+        source: FP32 ONNX model under the contract.
+        target: Output path (its ``.json`` sidecar is written too).
+        static_hw: Fix batch 1 and this input size (for Jetson DLA).
+
+    Returns:
+        The metadata written.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    proto = onnx.load(str(source))
+    if static_hw is not None:
+        _make_static(proto, static_hw)
+    # Resize's scales must stay float32 in ONNX; the converter knows to skip them.
+    converted = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=False)
+    metadata = _update_metadata(converted, "fp16", static_hw)
+    onnx.checker.check_model(converted)
+    _atomic_save(converted, Path(target))
+    write_sidecar(target, metadata)
+    return metadata
+
+
+class _FrameReader:
+    """ONNX Runtime CalibrationDataReader over letterboxed frames, one batch-1 feed each."""
+
+    def __init__(self, frames: Sequence[npt.NDArray[np.uint8]]) -> None:
+        self._frames: Iterator[npt.NDArray[np.uint8]] = iter(frames)
+
+    def get_next(self) -> dict[str, npt.NDArray[np.uint8]] | None:
+        frame = next(self._frames, None)
+        return None if frame is None else {INPUT_NAME: frame[None]}
+
+    def __iter__(self) -> Iterator[dict[str, npt.NDArray[np.uint8]]]:
+        while (item := self.get_next()) is not None:
+            yield item
+
+
+def _output_convolutions(proto: Any) -> list[str]:
+    producers = {out: node for node in proto.graph.node for out in node.output}
+    return [
+        producers[name].name
+        for name in HEAD_OUTPUTS
+        if name in producers and producers[name].op_type == "Conv"
+    ]
+
+
+def check_symmetric_zero_points(proto: Any) -> int:
+    """Count the zero-point initialisers; raise if any is non-zero (TensorRT needs zeros).
+
+    Raises:
+        ModelFileError: Naming the first non-zero zero point.
+    """
+    import onnx
+
+    initializers = {i.name: i for i in proto.graph.initializer}
+    checked = 0
+    for node in proto.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
+            continue
+        zero_point = initializers.get(node.input[2])
+        if zero_point is None:
+            continue
+        checked += 1
+        if np.any(onnx.numpy_helper.to_array(zero_point)):
+            raise ModelFileError(
+                f"zero point {zero_point.name!r} of {node.name!r} is not 0; TensorRT accepts only "
+                "symmetric quantization"
+            )
+    return checked
+
+
+def quantize_int8(
+    source: Path,
+    target: Path,
+    frames: Iterable[npt.NDArray[np.uint8]],
+    *,
+    method: CalibrationMethod = "percentile",
+    keep_head_outputs_float: bool = True,
+) -> ModelMetadata:
+    """Write an INT8 Q/DQ copy of ``source`` calibrated on ``frames``.
+
+    Args:
+        source: FP32 ONNX model under the contract.
+        target: Output path (its ``.json`` sidecar is written too).
+        frames: [H, W, 3] uint8 network inputs (see :func:`calibration_frames`).
+        method: Calibration of activation ranges (percentile 99.999 by default: robust to
+            the rare outliers of real frames).
+        keep_head_outputs_float: Leave the three output convolutions unquantised.
+
+    Returns:
+        The metadata written.
+
+    Raises:
+        ModelFileError: Quantization failed or produced a non-zero zero point.
+    """
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod as OrtMethod,
+    )
+    from onnxruntime.quantization import (
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {
+        "minmax": OrtMethod.MinMax,
+        "percentile": OrtMethod.Percentile,
+        "entropy": OrtMethod.Entropy,
+    }
+    frame_list = list(frames)
+    if not frame_list:
+        raise ModelFileError("INT8 calibration needs at least one frame")
+    with tempfile.TemporaryDirectory(prefix="panoptic_quant_") as workdir:
+        prepared = Path(workdir) / "prepared.onnx"
+        quantized = Path(workdir) / "quantized.onnx"
+        try:
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+            excluded = (
+                _output_convolutions(onnx.load(str(prepared))) if keep_head_outputs_float else []
+            )
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                _FrameReader(frame_list),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[method],
+                nodes_to_exclude=excluded,
+                extra_options={
+                    "ActivationSymmetric": True,
+                    "WeightSymmetric": True,
+                    "CalibPercentile": 99.999,
+                },
+            )
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise ModelFileError(f"INT8 quantization of {source} failed: {err}") from err
+        proto = onnx.load(str(quantized))
+    checked = check_symmetric_zero_points(proto)
+    metadata = _update_metadata(proto, "int8", None)
+    _atomic_save(proto, Path(target))
+    write_sidecar(target, metadata)
+    logger.info("INT8 model %s: %d Q/DQ zero points, all 0", target, checked)
+    return metadata

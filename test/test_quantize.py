@@ -1,0 +1,118 @@
+"""FP16 and INT8 (Q/DQ) model variants: contract kept, symmetric zero points, accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+import onnx
+import onnxruntime as ort
+
+from panoptic_ros.errors import ModelFileError
+from panoptic_ros.export.onnx_export import check_onnx_contract
+from panoptic_ros.export.quantize import (
+    calibration_frames,
+    check_symmetric_zero_points,
+    convert_fp16,
+    quantize_int8,
+)
+
+SAMPLE_BAG = Path(__file__).resolve().parent.parent / "samples" / "synthetic_street"
+
+
+def run_model(path: Path, image: np.ndarray) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"image": image[None]})
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    return calibration_frames(SAMPLE_BAG, (128, 256), count=6)
+
+
+def test_calibration_frames_from_a_bag_and_a_folder(
+    frames: list[np.ndarray], tmp_path: Path
+) -> None:
+    import cv2
+
+    assert len(frames) == 6
+    assert all(f.shape == (128, 256, 3) and f.dtype == np.uint8 for f in frames)
+    # 960x540 letterboxed into 256x128 is 228 px wide: the last columns are padding.
+    assert not frames[0][:, -1].any()
+    assert frames[0][:, 220].any()
+    for index, frame in enumerate(frames[:3]):
+        cv2.imwrite(str(tmp_path / f"{index}.png"), frame[..., ::-1])
+    from_folder = calibration_frames(tmp_path, (128, 256), count=10)
+    assert len(from_folder) == 3
+    assert np.array_equal(from_folder[0], frames[0])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFileError, match="holds no JPEG/PNG"):
+        calibration_frames(tmp_path / "empty", (128, 256))
+
+
+def test_fp16_keeps_the_contract_and_the_outputs(
+    tiny_onnx_model: Path, frames: list[np.ndarray], tmp_path: Path
+) -> None:
+    target = tmp_path / "m.fp16.onnx"
+    metadata = convert_fp16(tiny_onnx_model, target)
+    assert metadata.precision == "fp16"
+    assert check_onnx_contract(target).precision == "fp16"
+    reference = run_model(tiny_onnx_model, frames[0])
+    half = run_model(target, frames[0])
+    for ref, got in zip(reference, half, strict=True):
+        assert got.dtype == np.float32
+        scale = np.abs(ref).max() + 1e-6
+        assert np.abs(ref - got).max() / scale < 0.02
+    assert target.stat().st_size < 0.6 * tiny_onnx_model.stat().st_size
+
+
+def test_fp16_for_dla_has_static_shapes(tiny_onnx_model: Path, tmp_path: Path) -> None:
+    target = tmp_path / "m.fp16-dla.onnx"
+    metadata = convert_fp16(tiny_onnx_model, target, static_hw=(128, 256))
+    assert not metadata.dynamic_input
+    dims = [d.dim_value for d in onnx.load(str(target)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 128, 256, 3]
+
+
+def test_int8_is_symmetric_qdq(
+    tiny_onnx_model: Path, frames: list[np.ndarray], tmp_path: Path
+) -> None:
+    target = tmp_path / "m.int8.onnx"
+    metadata = quantize_int8(tiny_onnx_model, target, frames, method="minmax")
+    assert metadata.precision == "int8"
+    proto = onnx.load(str(target))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("QuantizeLinear") > 50
+    assert check_symmetric_zero_points(proto) > 50
+    # The three output convolutions stay float (no DequantizeLinear feeding their inputs).
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    for name in ("semantic_logits", "center_heatmap", "offsets"):
+        conv = producers[name]
+        assert conv.op_type == "Conv"
+        assert (
+            producers[conv.input[1]].op_type != "DequantizeLinear"
+            if conv.input[1] in producers
+            else True
+        )
+    reference = run_model(tiny_onnx_model, frames[1])
+    quantized = run_model(target, frames[1])
+    agreement = np.mean(reference[0].argmax(1) == quantized[0].argmax(1))
+    assert agreement > 0.5  # random weights: only a sanity bound; the trained model is measured
+    assert check_onnx_contract(target).precision == "int8"
+
+
+def test_non_zero_zero_point_is_refused(
+    tiny_onnx_model: Path, frames: list[np.ndarray], tmp_path: Path
+) -> None:
+    target = tmp_path / "m.int8.onnx"
+    quantize_int8(tiny_onnx_model, target, frames[:2], method="minmax")
+    proto = onnx.load(str(target))
+    zero_point = next(i for i in proto.graph.initializer if "zero_point" in i.name)
+    values = onnx.numpy_helper.to_array(zero_point).copy()
+    values.flat[0] = 3
+    zero_point.CopyFrom(onnx.numpy_helper.from_array(values, zero_point.name))
+    with pytest.raises(ModelFileError, match="TensorRT accepts only symmetric"):
+        check_symmetric_zero_points(proto)
