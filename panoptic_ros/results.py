@@ -88,7 +88,11 @@ class StageTimings:
     def total_ms(self) -> float:
         """Sum of all stages."""
         return (
-            self.decode_ms + self.preprocess_ms + self.inference_ms + self.fusion_ms + self.messages_ms
+            self.decode_ms
+            + self.preprocess_ms
+            + self.inference_ms
+            + self.fusion_ms
+            + self.messages_ms
         )
 
 

@@ -6,6 +6,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from panoptic_ros.config import FusionConfig
+from panoptic_ros.errors import ConfigError, ModelFileError, PanopticError
 from panoptic_ros.fusion import VOID, FusionParams, cells_to_frame, fuse_cells, fuse_panoptic
 from panoptic_ros.geometry import Letterbox
 from panoptic_ros.labels import CITYSCAPES
@@ -67,10 +69,20 @@ def test_three_objects_identity_letterbox() -> None:
     assert [i.score for i in result.instances] == pytest.approx(
         [0.9 * probability, 0.8 * probability, 0.6 * probability], rel=1e-5
     )
-    first = result.instances[0]
-    assert first.bbox_xyxy == (8, 16, 39, 39)
-    assert first.area_px == 48 * 16
-    assert first.centroid_yx == pytest.approx((27.5, 23.5))
+    # Cells (rows r0..r1, cols c0..c1) cover camera pixels y 4*r0..4*r1+3, x 4*c0..4*c1+3.
+    assert [i.bbox_xyxy for i in result.instances] == [
+        (8, 16, 39, 39),
+        (56, 8, 67, 31),
+        (80, 24, 119, 47),
+    ]
+    assert [i.area_px for i in result.instances] == [48 * 16, 18 * 16, 60 * 16]
+    assert [i.centroid_yx for i in result.instances] == [
+        pytest.approx((27.5, 23.5)),
+        pytest.approx((19.5, 61.5)),
+        pytest.approx((35.5, 99.5)),
+    ]
+    assert all(i.track_id == 0 for i in result.instances)
+    assert result.semantic.dtype == np.uint8 and result.instance_ids.dtype == np.uint16
     # The instance map upsampled: every pixel of car A's cells carries 1.
     expected_ids = np.zeros((16, 32), np.uint16)
     expected_ids[members == 1] = 1
@@ -90,6 +102,8 @@ def test_scaled_letterbox_aligns_every_camera_pixel() -> None:
     cells = fuse_cells(heads, LABELS, NO_AREA_LIMITS, valid_hw=box.valid_cells_hw(4))
     # Every camera pixel takes the value of the cell covering its centre.
     assert np.array_equal(result.semantic, cells.semantic[grid.rows][:, grid.cols])
+    assert np.array_equal(result.instance_ids, cells.instances[grid.rows][:, grid.cols])
+    assert len(result.instances) == 3
     for instance in result.instances:
         ys, xs = np.nonzero(result.instance_ids == instance.index)
         assert instance.area_px == len(ys)
@@ -107,6 +121,22 @@ def test_equal_peaks_and_equidistant_cells_break_ties_by_index() -> None:
     assert cells.centers_yx.tolist() == [[4, 3], [4, 11]]
     assert np.all(cells.instances[:, :8] == 1)
     assert np.all(cells.instances[:, 8:] == 2)
+
+
+def test_argmax_and_majority_ties_go_to_the_lowest_class() -> None:
+    semantic = np.full((8, 8), ROAD, np.int64)
+    semantic[2:6, 2:6] = CAR
+    members = np.zeros((8, 8), np.int64)
+    members[2:6, 2:6] = 1
+    heads = make_heads(semantic, [(3, 3, 0.9)], members)
+    heads.semantic_logits[0, SIDEWALK, 0, 0] = 5.0  # road (0) and sidewalk (1) tie
+    semantic_votes = heads.semantic_logits[0]
+    semantic_votes[:, 2:4, 2:6] = -5.0
+    semantic_votes[PERSON, 2:4, 2:6] = 5.0  # 8 person cells and 8 car cells: a tie
+    cells = fuse_cells(heads, LABELS, NO_AREA_LIMITS)
+    assert cells.semantic[0, 0] == ROAD
+    assert cells.classes.tolist() == [min(PERSON, CAR)]
+    assert np.all(cells.semantic[2:6, 2:6] == min(PERSON, CAR))
 
 
 def test_nms_top_k_and_threshold() -> None:
@@ -159,6 +189,53 @@ def test_things_without_centres_become_void() -> None:
     assert np.all(cells.semantic[:, :2] == ROAD)
 
 
+def test_instances_without_camera_pixels_are_removed() -> None:
+    # An 8x16 camera in a 64x128 input: 8 network pixels per camera pixel, so only odd cell
+    # rows and columns hold a camera pixel's centre.
+    semantic = np.full((16, 32), ROAD, np.int64)
+    members = np.zeros((16, 32), np.int64)
+    members[4, 4] = 1  # even row: no camera pixel
+    members[8:12, 20:24] = 2
+    semantic[members > 0] = CAR
+    heads = make_heads(semantic, [(4, 4, 0.9), (9, 21, 0.8)], members)
+    box = Letterbox.fit((8, 16), (64, 128))
+    cells = fuse_cells(heads, LABELS, NO_AREA_LIMITS, valid_hw=box.valid_cells_hw(4))
+    assert len(cells.classes) == 2
+    result = cells_to_frame(cells, box, LABELS)
+    assert [i.index for i in result.instances] == [1]
+    only = result.instances[0]
+    assert only.score == pytest.approx(float(cells.scores[1]))
+    ys, xs = np.nonzero(result.instance_ids == 1)
+    assert only.area_px == len(ys) == 4
+    assert only.bbox_xyxy == (xs.min(), ys.min(), xs.max(), ys.max()) == (10, 4, 11, 5)
+    assert set(np.unique(result.instance_ids)) == {0, 1}
+
+
+def test_bad_inputs_raise_project_errors() -> None:
+    heads, _ = three_objects()
+    double = HeadOutputs(
+        *(
+            np.concatenate([a, a])
+            for a in (heads.semantic_logits, heads.center_heatmap, heads.offsets)
+        )
+    )
+    with pytest.raises(PanopticError, match="batch size 2"):
+        fuse_cells(double, LABELS, NO_AREA_LIMITS)
+    few = HeadOutputs(heads.semantic_logits[:, :5], heads.center_heatmap, heads.offsets)
+    with pytest.raises(ModelFileError, match="outputs 5 classes"):
+        fuse_cells(few, LABELS, NO_AREA_LIMITS)
+    with pytest.raises(ConfigError, match="nms_kernel=4"):
+        FusionParams(nms_kernel=4)
+
+
+def test_from_config_copies_every_threshold() -> None:
+    config = FusionConfig(center_threshold=0.2, nms_kernel=5, top_k=7, score_threshold=0.1)
+    params = FusionParams.from_config(config)
+    assert (params.center_threshold, params.nms_kernel, params.top_k) == (0.2, 5, 7)
+    assert params.score_threshold == 0.1
+    assert params.thing_area_threshold_px == config.thing_area_threshold_px
+
+
 def test_non_finite_heads_do_not_crash() -> None:
     heads, _ = three_objects()
     heads.semantic_logits[0, :, 0, 0] = np.nan
@@ -169,8 +246,21 @@ def test_non_finite_heads_do_not_crash() -> None:
     assert cells.semantic[0, 0] == VOID
     assert cells.semantic[10, 10] != ROAD
     assert len(cells.classes) == 2  # car A has no centre any more
+    assert cells.semantic[6, 25] == VOID  # its offset is infinite: it joins no centre
     result = cells_to_frame(cells, Letterbox.fit((64, 128), (64, 128)), LABELS)
     assert result.semantic.shape == (64, 128)
+    # A +inf logit wins its cell but has no finite softmax: its instance is dropped.
+    heads, members = three_objects()
+    heads.semantic_logits[0, CAR, 8, 25] = np.inf
+    cells = fuse_cells(heads, LABELS, NO_AREA_LIMITS)
+    assert cells.classes.tolist() == [CAR, PERSON]
+    assert np.all(cells.semantic[members == 2] == VOID)
+    # Nothing finite at all: everything void, no instance.
+    heads.semantic_logits[...] = np.nan
+    heads.center_heatmap[...] = np.nan
+    heads.offsets[...] = np.nan
+    empty = fuse_cells(heads, LABELS, FusionParams())
+    assert len(empty.classes) == 0 and np.all(empty.semantic == VOID)
 
 
 @pytest.mark.benchmark(group="fusion")
