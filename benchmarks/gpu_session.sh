@@ -31,7 +31,7 @@ fi
   python3 -c "import torch, onnxruntime, numpy; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'ort', onnxruntime.__version__, 'numpy', numpy.__version__)"
 } | tee "$OUT/environment.txt"
 
-python3 -m pytest -q -o addopts="" -p no:cacheprovider test/test_fusion_torch.py 2>&1 | tail -4 | tee "$OUT/tests.txt"
+python3 -m pytest -q -o addopts="" -p no:cacheprovider test/test_fusion_torch.py test/test_device_ops.py 2>&1 | tail -4 | tee "$OUT/tests.txt"
 if [[ -n "${1:-}" ]]; then
   python3 benchmarks/gpu_accuracy.py "$MODEL" 32 2>&1 | tail -1 | tee "$OUT/accuracy.txt"
 fi

@@ -406,13 +406,22 @@ class PanopticNode(Node):
         stage_start = time.perf_counter_ns()
         overlay = None
         if "overlay" in wanted:
-            overlay = render_overlay(
-                image,
-                result,
-                self.pipeline.labels,
-                alpha=config.render.overlay_alpha,
-                draw_boxes=config.render.draw_boxes,
-            )
+            draw = getattr(self.pipeline, "render", None)
+            if draw is not None:  # on the device when the frame is already there
+                overlay = draw(
+                    image,
+                    result,
+                    alpha=config.render.overlay_alpha,
+                    draw_boxes=config.render.draw_boxes,
+                )
+            else:
+                overlay = render_overlay(
+                    image,
+                    result,
+                    self.pipeline.labels,
+                    alpha=config.render.overlay_alpha,
+                    draw_boxes=config.render.draw_boxes,
+                )
         messages = build_output_messages(
             self._classes, message.header, result, overlay_bgr=overlay, enabled=wanted
         )

@@ -20,6 +20,7 @@ from panoptic_ros.config import Config
 from panoptic_ros.fusion import FusionParams, cells_to_frame, fuse_panoptic
 from panoptic_ros.geometry import Letterbox
 from panoptic_ros.labels import LabelSpace
+from panoptic_ros.render import render_overlay
 from panoptic_ros.results import FrameResult, StageTimings
 
 __all__ = ["PanopticPipeline"]
@@ -58,6 +59,8 @@ class PanopticPipeline:
         self._letterboxes: dict[tuple[int, int], Letterbox] = {}
         # One reusable network-input buffer: letterboxing writes into it in place.
         self._input = np.zeros((1, *self.network_hw, 3), dtype=np.uint8)
+        self._device_input: Any = None
+        self._device_frame: tuple[npt.NDArray[np.uint8], Any] | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> PanopticPipeline:
@@ -110,11 +113,11 @@ class PanopticPipeline:
         timings = StageTimings(decode_ms=decode_ms)
         start = time.perf_counter_ns()
         letterbox = self.letterbox_for((int(image.shape[0]), int(image.shape[1])))
+        if self.device_fusion:
+            return self._process_on_device(image, letterbox, timings)
         letterbox.apply(image, out=self._input[0])
         timings.preprocess_ms = _ms_since(start)
 
-        if self.device_fusion:
-            return self._process_on_device(letterbox, timings)
         start = time.perf_counter_ns()
         heads = self.backend.infer(self._input)
         timings.inference_ms = _ms_since(start)
@@ -124,14 +127,30 @@ class PanopticPipeline:
         timings.fusion_ms = _ms_since(start)
         return replace(result, timings=timings)
 
-    def _process_on_device(self, letterbox: Letterbox, timings: StageTimings) -> FrameResult:
+    def _process_on_device(
+        self, image: npt.NDArray[np.uint8], letterbox: Letterbox, timings: StageTimings
+    ) -> FrameResult:
+        """The frame goes to the device once: letterbox, network and fusion run there."""
         import torch
 
+        from panoptic_ros.device_ops import letterbox_on_device, upload_frame
         from panoptic_ros.fusion_torch import fuse_cells_torch
 
         start = time.perf_counter_ns()
-        logits, heatmap, offsets = self.backend.infer_tensors(self._input)  # type: ignore[attr-defined]
-        torch.cuda.synchronize()  # device-side time belongs to inference, not fusion
+        device = self.backend.device
+        frame = upload_frame(image, device)
+        if self._device_input is None or self._device_input.device != frame.device:
+            self._device_input = torch.zeros(
+                (1, *self.network_hw, 3), dtype=torch.uint8, device=frame.device
+            )
+        letterbox_on_device(frame, letterbox, self._device_input)
+        self._device_frame = (image, frame)  # reused by render() for the overlay
+        torch.cuda.synchronize(frame.device)
+        timings.preprocess_ms = _ms_since(start)
+
+        start = time.perf_counter_ns()
+        logits, heatmap, offsets = self.backend.infer_tensors(self._device_input)  # type: ignore[attr-defined]
+        torch.cuda.synchronize(frame.device)  # device time belongs to inference, not fusion
         timings.inference_ms = _ms_since(start)
         start = time.perf_counter_ns()
         cells = fuse_cells_torch(
@@ -146,6 +165,28 @@ class PanopticPipeline:
         result = cells_to_frame(cells, letterbox, self.labels, stride=self.stride)
         timings.fusion_ms = _ms_since(start)
         return replace(result, timings=timings)
+
+    def render(
+        self,
+        image: npt.NDArray[np.uint8],
+        result: FrameResult,
+        *,
+        alpha: float = 0.5,
+        draw_boxes: bool = True,
+    ) -> npt.NDArray[np.uint8]:
+        """The BGR overlay of ``result`` over ``image``; on the device when the frame is there.
+
+        Returns:
+            [H, W, 3] uint8 BGR.
+        """
+        cached = self._device_frame
+        if cached is not None and cached[0] is image:
+            from panoptic_ros.device_ops import render_overlay_on_device
+
+            return render_overlay_on_device(
+                cached[1], result, self.labels, alpha=alpha, draw_boxes=draw_boxes
+            )
+        return render_overlay(image, result, self.labels, alpha=alpha, draw_boxes=draw_boxes)
 
     def decode(self, msg: Any) -> tuple[npt.NDArray[np.uint8], float]:
         """Decode an Image or CompressedImage message; returns (RGB image, milliseconds).

@@ -13,7 +13,7 @@ import numpy.typing as npt
 from panoptic_ros.labels import IGNORE_INDEX, LabelSpace
 from panoptic_ros.results import FrameResult
 
-__all__ = ["colorize_panoptic", "render_overlay"]
+__all__ = ["colorize_panoptic", "draw_instance_boxes", "render_overlay"]
 
 
 def _instance_tints(count: int) -> npt.NDArray[np.int16]:
@@ -94,22 +94,29 @@ def render_overlay(
         edge &= ids > 0
         overlay[edge] = (255, 255, 255)
     if draw_boxes:
-        scale = max(0.4, min(image_rgb.shape[:2]) / 900.0)
-        thickness = max(1, round(scale * 2))
-        for inst in result.instances:
-            x0, y0, x1, y1 = inst.bbox_xyxy
-            r, g, b = labels.classes[inst.class_id].color_rgb
-            cv2.rectangle(overlay, (x0, y0), (x1, y1), (b, g, r), thickness)
-            ident = inst.track_id or inst.index
-            text = f"{inst.class_name} #{ident} {inst.score:.2f}"
-            cv2.putText(
-                overlay,
-                text,
-                (x0, max(0, y0 - 4)),
-                cv2.FONT_HERSHEY_SIMPLEX,
-                scale * 0.5,
-                (255, 255, 255),
-                max(1, thickness - 1),
-                cv2.LINE_AA,
-            )
+        draw_instance_boxes(overlay, result, labels)
     return overlay
+
+
+def draw_instance_boxes(
+    overlay_bgr: npt.NDArray[np.uint8], result: FrameResult, labels: LabelSpace
+) -> None:
+    """Draw each instance's box and "class #id score" label into a BGR image, in place."""
+    scale = max(0.4, min(overlay_bgr.shape[:2]) / 900.0)
+    thickness = max(1, round(scale * 2))
+    for inst in result.instances:
+        x0, y0, x1, y1 = inst.bbox_xyxy
+        r, g, b = labels.classes[inst.class_id].color_rgb
+        cv2.rectangle(overlay_bgr, (x0, y0), (x1, y1), (b, g, r), thickness)
+        ident = inst.track_id or inst.index
+        text = f"{inst.class_name} #{ident} {inst.score:.2f}"
+        cv2.putText(
+            overlay_bgr,
+            text,
+            (x0, max(0, y0 - 4)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale * 0.5,
+            (255, 255, 255),
+            max(1, thickness - 1),
+            cv2.LINE_AA,
+        )

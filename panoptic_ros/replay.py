@@ -467,13 +467,20 @@ def _replay_into(
                 result = tracker.update(result)
 
                 stage_start = time.perf_counter_ns()
-                overlay = render_overlay(
-                    image,
-                    result,
-                    pipeline.labels,
-                    alpha=render.overlay_alpha,
-                    draw_boxes=render.draw_boxes,
-                )
+                # A PanopticPipeline renders on the device when the frame is there.
+                draw = getattr(pipeline, "render", None)
+                if draw is not None:
+                    overlay = draw(
+                        image, result, alpha=render.overlay_alpha, draw_boxes=render.draw_boxes
+                    )
+                else:
+                    overlay = render_overlay(
+                        image,
+                        result,
+                        pipeline.labels,
+                        alpha=render.overlay_alpha,
+                        draw_boxes=render.draw_boxes,
+                    )
                 render_ms = _ms_since(stage_start)
 
                 stage_start = time.perf_counter_ns()

@@ -135,11 +135,14 @@ class TorchBackend:
             outputs = self._network(images)
         return (outputs[0].float(), outputs[1].float(), outputs[2].float())
 
-    def infer_tensors(self, images: npt.NDArray[np.uint8]) -> tuple[torch.Tensor, ...]:
+    def infer_tensors(
+        self, images: npt.NDArray[np.uint8] | torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
         """Run the network and keep the outputs on the device (for GPU fusion).
 
         Args:
-            images: [N, H, W, 3] uint8 RGB network inputs.
+            images: [N, H, W, 3] uint8 RGB network inputs, on the host or already on the
+                device (a torch tensor).
 
         Returns:
             (semantic_logits [N,C,h,w], center_heatmap [N,1,h,w], offsets [N,2,h,w]) float32
@@ -148,9 +151,12 @@ class TorchBackend:
         torch = self._torch
         try:
             with torch.inference_mode():
-                batch = torch.from_numpy(np.ascontiguousarray(images)).to(
-                    self._device, non_blocking=True
+                source = (
+                    images
+                    if isinstance(images, torch.Tensor)
+                    else torch.from_numpy(np.ascontiguousarray(images))
                 )
+                batch = source.to(self._device, non_blocking=True)
                 if not self._use_graph:
                     return self._forward(batch)
                 if (

@@ -132,7 +132,6 @@ def run(args: argparse.Namespace) -> int:
 
     from panoptic_ros.bags import make_typestore
     from panoptic_ros.pipeline import PanopticPipeline
-    from panoptic_ros.render import render_overlay
     from panoptic_ros.ros_messages import MessageClasses, build_output_messages
 
     typestore = make_typestore()
@@ -147,10 +146,9 @@ def run(args: argparse.Namespace) -> int:
             start = time.perf_counter_ns()
             decoded, result = pipeline.process_message(message)
             messages_start = time.perf_counter_ns()
-            overlay = render_overlay(
+            overlay = pipeline.render(
                 decoded,
                 result,
-                pipeline.labels,
                 alpha=config.render.overlay_alpha,
                 draw_boxes=config.render.draw_boxes,
             )
