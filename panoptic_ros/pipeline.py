@@ -117,6 +117,8 @@ class PanopticPipeline:
             return self._process_on_device(image, letterbox, timings)
         letterbox.apply(image, out=self._input[0])
         timings.preprocess_ms = _ms_since(start)
+        if getattr(self.backend, "fused", False):
+            return self._process_fused(letterbox, timings)
 
         start = time.perf_counter_ns()
         heads = self.backend.infer(self._input)
@@ -161,6 +163,25 @@ class PanopticPipeline:
             self.fusion,
             valid_hw=letterbox.valid_cells_hw(self.stride),
             stride=self.stride,
+        )
+        result = cells_to_frame(cells, letterbox, self.labels, stride=self.stride)
+        timings.fusion_ms = _ms_since(start)
+        return replace(result, timings=timings)
+
+    def _process_fused(self, letterbox: Letterbox, timings: StageTimings) -> FrameResult:
+        """A model with the fusion folded in: only the mapping to camera pixels is left."""
+        from panoptic_ros.export.fused import cells_from_fused
+
+        start = time.perf_counter_ns()
+        semantic, instance, table, count = self.backend.infer_fused(self._input)  # type: ignore[attr-defined]
+        timings.inference_ms = _ms_since(start)
+        start = time.perf_counter_ns()
+        cells = cells_from_fused(
+            semantic[0],
+            instance[0],
+            table[0],
+            count[0],
+            valid_hw=letterbox.valid_cells_hw(self.stride),
         )
         result = cells_to_frame(cells, letterbox, self.labels, stride=self.stride)
         timings.fusion_ms = _ms_since(start)

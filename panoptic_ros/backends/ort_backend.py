@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from panoptic_ros.backends.base import BackendRequest, resolve_network_hw
 from panoptic_ros.contract import (
+    FUSED_OUTPUTS,
     HEAD_OUTPUTS,
     INPUT_NAME,
     METADATA_KEY,
@@ -89,11 +90,8 @@ class OnnxRuntimeBackend:
         self.metadata: ModelMetadata = ModelMetadata.from_json(
             meta_map[METADATA_KEY], str(model_path)
         )
-        if self.metadata.contract is not ContractKind.HEADS:
-            raise ModelFileError(
-                f"ONNX model {str(model_path)!r} follows the {self.metadata.contract.value!r} "
-                "contract; the onnxruntime backend runs 'heads' models"
-            )
+        self.fused = self.metadata.contract is ContractKind.FUSED
+        contract_outputs = FUSED_OUTPUTS if self.fused else HEAD_OUTPUTS
         inputs = self._session.get_inputs()
         outputs = [o.name for o in self._session.get_outputs()]
         if [i.name for i in inputs] != [INPUT_NAME] or inputs[0].type != "tensor(uint8)":
@@ -102,11 +100,11 @@ class OnnxRuntimeBackend:
                 f"ONNX model {str(model_path)!r} must take one uint8 input '{INPUT_NAME}', "
                 f"found {found}"
             )
-        missing = [n for n in HEAD_OUTPUTS if n not in outputs]
+        missing = [n for n in contract_outputs if n not in outputs]
         if missing:
             raise ModelFileError(
-                f"ONNX model {str(model_path)!r} lacks outputs {missing} of the heads contract "
-                f"(has {outputs})"
+                f"ONNX model {str(model_path)!r} lacks outputs {missing} of the "
+                f"{self.metadata.contract.value} contract (has {outputs})"
             )
         self.input_hw = resolve_network_hw(
             self.metadata, network_hw, _fixed_hw(inputs[0].shape), str(model_path)
@@ -140,6 +138,17 @@ class OnnxRuntimeBackend:
             np.asarray(heatmap, dtype=np.float32),
             np.asarray(offsets, dtype=np.float32),
         )
+
+    def infer_fused(self, images: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[Any], ...]:
+        """Run a ``fused``-contract model: (semantic, instance, instance_table, count).
+
+        Raises:
+            BackendError: ONNX Runtime failed at run time.
+        """
+        try:
+            return tuple(self._session.run(list(FUSED_OUTPUTS), {INPUT_NAME: images}))
+        except Exception as err:
+            raise BackendError(f"onnxruntime inference failed: {str(err).splitlines()[0]}") from err
 
     def close(self) -> None:
         """Drop the session."""

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from panoptic_ros.contract import (
+    FUSED_OUTPUTS,
     HEAD_OUTPUTS,
     INPUT_NAME,
     METADATA_KEY,
+    ContractKind,
     ModelMetadata,
     write_sidecar,
 )
@@ -63,13 +65,18 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     example = torch.zeros((1, *input_hw, 3), dtype=torch.uint8)
+    fused = metadata.contract is ContractKind.FUSED
+    names = FUSED_OUTPUTS if fused else HEAD_OUTPUTS
+    # Spatial dimensions of each output: heads are [N, C, h, w], fused maps [N, h, w].
+    spatial = {"semantic": (1, 2), "instance": (1, 2), "instance_table": (), "instance_count": ()}
     axes: dict[str, dict[int, str]] = {INPUT_NAME: {0: "batch"}}
-    for name in HEAD_OUTPUTS:
+    for name in names:
         axes[name] = {0: "batch"}
     if dynamic:
         axes[INPUT_NAME].update({1: "height", 2: "width"})
-        for name in HEAD_OUTPUTS:
-            axes[name].update({2: "height_4", 3: "width_4"})
+        for name in names:
+            dims = spatial.get(name, (2, 3))
+            axes[name].update(dict(zip(dims, ("height_4", "width_4"), strict=False)))
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".onnx.tmp", delete=False) as tmp:
         temporary = Path(tmp.name)
     try:
@@ -81,7 +88,7 @@ def export_onnx(
                 (example,),
                 str(temporary),
                 input_names=[INPUT_NAME],
-                output_names=list(HEAD_OUTPUTS),
+                output_names=list(names),
                 dynamic_axes=axes,
                 opset_version=opset,
                 do_constant_folding=True,
@@ -156,12 +163,25 @@ def check_onnx_contract(path: Path) -> ModelMetadata:
         raise ModelFileError(f"{path}: input 'image' must be uint8 [N, H, W, 3]")
     outputs = {o.name: o.type.tensor_type for o in graph.output}
     float_types = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
-    for name in HEAD_OUTPUTS:
+    int32 = (onnx.TensorProto.INT32,)
+    if metadata.contract is ContractKind.FUSED:
+        expected = {
+            "semantic": (int32, 3),
+            "instance": (int32, 3),
+            "instance_table": (float_types, 3),
+            "instance_count": (int32, 1),
+        }
+    else:
+        expected = dict.fromkeys(HEAD_OUTPUTS, (float_types, 4))
+    for name, (types, rank) in expected.items():
         if name not in outputs:
             raise ModelFileError(
-                f"{path}: output {name!r} is missing (outputs: {sorted(outputs)}); "
-                f"the contract needs {list(HEAD_OUTPUTS)}"
+                f"{path}: output {name!r} is missing (outputs: {sorted(outputs)}); the "
+                f"{metadata.contract.value!r} contract needs {list(expected)}"
             )
-        if outputs[name].elem_type not in float_types or len(outputs[name].shape.dim) != 4:
-            raise ModelFileError(f"{path}: output {name!r} must be float32/16 [N, C, H/4, W/4]")
+        if outputs[name].elem_type not in types or len(outputs[name].shape.dim) != rank:
+            raise ModelFileError(
+                f"{path}: output {name!r} has the wrong type or rank for the "
+                f"{metadata.contract.value!r} contract (see README, output contract)"
+            )
     return metadata

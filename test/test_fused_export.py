@@ -1,0 +1,89 @@
+"""The fusion folded into the graph equals the NumPy reference, in torch and in ONNX Runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from test_fusion_torch import realistic_heads  # noqa: E402
+
+from panoptic_ros.contract import ModelMetadata  # noqa: E402
+from panoptic_ros.export.fused import (  # noqa: E402
+    FusedPanopticNet,
+    cells_from_fused,
+    export_fused_onnx,
+)
+from panoptic_ros.export.onnx_export import check_onnx_contract  # noqa: E402
+from panoptic_ros.fusion import FusionParams, fuse_cells  # noqa: E402
+from panoptic_ros.labels import CITYSCAPES  # noqa: E402
+
+LABELS = CITYSCAPES.with_drivable(["road"])
+PARAMS = FusionParams(
+    center_threshold=0.3, thing_area_threshold_px=32, stuff_area_threshold_px=64, top_k=64
+)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_graph_fusion_equals_numpy(seed: int) -> None:
+    heads = realistic_heads(seed)
+    reference = fuse_cells(heads, LABELS, PARAMS)
+    fused = FusedPanopticNet(torch.nn.Identity(), LABELS, PARAMS, max_instances=64)
+    with torch.no_grad():
+        outputs = fused.fuse(
+            *(
+                torch.from_numpy(a)
+                for a in (heads.semantic_logits, heads.center_heatmap, heads.offsets)
+            )
+        )
+    semantic, instance, table, count = (o.numpy() for o in outputs)
+    cells = cells_from_fused(
+        semantic[0], instance[0], table[0], count[0], valid_hw=reference.semantic.shape
+    )
+    assert len(reference.classes) > 0
+    assert np.array_equal(cells.semantic, reference.semantic)
+    assert np.array_equal(cells.instances, reference.instances)
+    assert np.array_equal(cells.classes, reference.classes)
+    assert np.array_equal(cells.centers_yx, reference.centers_yx)
+    np.testing.assert_allclose(cells.scores, reference.scores, rtol=1e-5)
+
+
+def test_fused_onnx_runs_in_onnx_runtime(tmp_path: Path) -> None:
+    from panoptic_ros.data.synthetic import HELD_OUT_SEED_START, generate_scene
+    from panoptic_ros.modeling.network import build_network
+
+    torch.manual_seed(0)
+    network = build_network(num_classes=19, fpn_channels=16, head_channels=16).eval()
+    # Random weights give no centres: raise the heatmap so the grouping path is exercised.
+    torch.nn.init.constant_(network.instance_head.center[-1].bias, 0.5)
+    metadata = ModelMetadata(labels=LABELS, input_hw=(128, 256))
+    path = export_fused_onnx(
+        network,
+        tmp_path / "fused.onnx",
+        metadata=metadata,
+        params=PARAMS,
+        input_hw=(128, 256),
+        max_instances=32,
+    )
+    stored = check_onnx_contract(path)
+    assert stored.contract.value == "fused"
+    assert stored.max_instances == 32
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for size in ((128, 256), (192, 320)):
+        image = generate_scene(HELD_OUT_SEED_START + 1, *size).image[None]
+        semantic, instance, table, count = session.run(None, {"image": image})
+        assert semantic.shape == (1, size[0] // 4, size[1] // 4)
+        assert semantic.dtype == np.int32
+        assert table.shape == (1, 32, 4)
+        with torch.no_grad():
+            expected = FusedPanopticNet(network, LABELS, PARAMS, max_instances=32)(
+                torch.from_numpy(image)
+            )
+        assert np.array_equal(semantic, expected[0].numpy())
+        assert np.array_equal(instance, expected[1].numpy())
+        assert int(count[0]) == int(expected[3][0])
+        assert int(instance.max()) == int(count[0])
