@@ -95,3 +95,54 @@ def test_resume_continues_with_the_same_losses(tmp_path: Path) -> None:
     assert sorted(got) == sorted(expected) == [10, 20]
     assert got[20] == pytest.approx(expected[20], rel=1e-4)
     assert straight.steps == 20
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path: Path) -> None:
+    """DistributedDataParallel over two CPU processes (gloo): both end with equal weights."""
+    import re
+    import subprocess
+    import sys
+
+    output = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        "-m",
+        "panoptic_ros",
+        "train",
+        "-o",
+        str(output),
+        "--device",
+        "cpu",
+        *[
+            f"--set={k}={v}"
+            for k, v in {
+                **TINY,
+                "train.steps": 4,
+                "train.batch_size": 1,
+                "train.image_height": 64,
+                "train.image_width": 128,
+                "train.backbone_weights": "none",
+            }.items()
+        ],
+    ]
+    completed = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    log = completed.stdout + completed.stderr
+    assert completed.returncode == 0, log[-3000:]
+    digests = re.findall(r"rank (\d) of 2: parameters sha256 (\w+)", log)
+    assert sorted(rank for rank, _ in digests) == ["0", "1"], log[-3000:]
+    assert digests[0][1] == digests[1][1]  # gradients were averaged: identical weights
+    assert json.loads((output / "environment.json").read_text())["world_size"] == 2
+    assert (output / "model.safetensors").is_file()
+    assert len(_losses(output / "metrics.jsonl")) == 1  # only rank 0 writes (step 4 is last)

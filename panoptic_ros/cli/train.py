@@ -24,6 +24,8 @@ Examples:
   panoptic-ros train -o runs/synthetic --config config/train_synthetic.yaml
   panoptic-ros train -o runs/tiny --set train.steps=50 --set train.batch_size=2
   panoptic-ros train -o runs/synthetic --resume          # continue an interrupted run
+  torchrun --nproc_per_node=4 -m panoptic_ros train -o runs/ddp --config cfg.yaml  # 4 GPUs
+      (train.batch_size is per process; several nodes: torchrun's --nnodes/--rdzv-endpoint)
 
 Writes OUTPUT/checkpoint_last.safetensors (resumable), model.safetensors, model.onnx (+ .json
 metadata), metrics.jsonl, config.yaml and environment.json.
@@ -52,10 +54,13 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``train``."""
+    import os
     import shutil
 
     config = config_from_args(args)
-    if not args.resume:
+    # Under torchrun every process runs this; only the first prepares the output folder.
+    first_process = os.environ.get("RANK", "0") == "0"
+    if not args.resume and first_process:
         check_output(args.output, args.overwrite)
         if args.output.exists():
             shutil.rmtree(args.output)
@@ -81,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Training seeds start after a per-run offset and stay below the held-out range.
     offset = (cfg.seed * 100_003) % HELD_OUT_SEED_START
-    needed = cfg.steps * cfg.batch_size
+    needed = cfg.steps * cfg.batch_size * int(os.environ.get("WORLD_SIZE", "1"))
     indices = [(offset + i) % HELD_OUT_SEED_START for i in range(needed)]
     outcome = train(
         config,
@@ -113,5 +118,6 @@ def run(args: argparse.Namespace) -> int:
             ]
         )
     rows += [["wrote", str(path)] for path in outcome.files]
-    print(format_table(rows))
+    if first_process:
+        print(format_table(rows))
     return 0

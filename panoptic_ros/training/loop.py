@@ -8,9 +8,11 @@ Outputs in ``output_dir``: ``checkpoint_last.safetensors`` (+ optimizer state, r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import os
 import platform
 import sys
 import time
@@ -80,15 +82,49 @@ def _environment() -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _distributed_from_environment() -> _Distributed:
+    """Read RANK, WORLD_SIZE and LOCAL_RANK, which torchrun sets (plain runs have none)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Distributed()
+    return _Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def _batches(
-    dataset: TargetDataset, batch_size: int, start_step: int, num_workers: int
+    dataset: TargetDataset,
+    batch_size: int,
+    start_step: int,
+    num_workers: int,
+    steps: int,
+    dist: _Distributed,
 ) -> Iterator[dict[str, Any]]:
-    """Yield batches from ``start_step`` on; sample positions are step*batch + i."""
+    """Yield this process's batches from ``start_step`` on.
+
+    Sample positions are ``(step * world + rank) * batch + i``: every process gets its own
+    slice of each global batch, and a resumed or re-run job sees the same samples.
+    """
     import torch
     from torch.utils.data import DataLoader, Subset
 
-    first = start_step * batch_size
-    subset: Subset[dict[str, Any]] = Subset(dataset, range(first, len(dataset)))  # type: ignore[arg-type]
+    positions = [
+        (step * dist.world + dist.rank) * batch_size + i
+        for step in range(start_step, steps)
+        for i in range(batch_size)
+    ]
+    subset: Subset[dict[str, Any]] = Subset(dataset, positions)  # type: ignore[arg-type]
     loader = DataLoader(
         subset,
         batch_size=batch_size,
@@ -146,7 +182,8 @@ def train(
     from panoptic_ros.training.losses import panoptic_loss
 
     cfg = config.train
-    needed = cfg.steps * cfg.batch_size
+    dist = _distributed_from_environment()
+    needed = cfg.steps * cfg.batch_size * dist.world
     if len(source_indices) < needed:
         raise ConfigError(
             f"train: {len(source_indices)} samples cannot fill {cfg.steps} steps of "
@@ -155,6 +192,14 @@ def train(
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
+    if dist.world > 1:
+        import torch.distributed
+
+        if dev.type == "cuda":
+            dev = torch.device("cuda", dist.local_rank)
+            torch.cuda.set_device(dev)
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        logger.info("process %d of %d on %s", dist.rank, dist.world, dev)
     output_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
 
@@ -180,16 +225,27 @@ def train(
         load_backbone_weights(network.backbone, cfg.backbone_weights)
 
     network = network.to(dev).train()
+    model: Any = network
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if dev.type == "cuda":  # batch statistics over all GPUs, not per GPU
+            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)  # type: ignore[no-untyped-call]
+        model = DistributedDataParallel(
+            network, device_ids=[dev.index] if dev.type == "cuda" else None
+        )
     optimizer = torch.optim.AdamW(
         network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
 
-    (output_dir / "config.yaml").write_text(
-        yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8"
-    )
-    (output_dir / "environment.json").write_text(json.dumps(_environment(), indent=2) + "\n")
+    if dist.main:
+        (output_dir / "config.yaml").write_text(
+            yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8"
+        )
+        environment = {**_environment(), "world_size": dist.world}
+        (output_dir / "environment.json").write_text(json.dumps(environment, indent=2) + "\n")
 
     dataset = TargetDataset(
         source,
@@ -199,7 +255,10 @@ def train(
         stride=metadata.output_stride,
     )
     outcome = TrainOutcome(steps=start_step, seconds=0.0)
-    metrics_file = (output_dir / "metrics.jsonl").open("a", encoding="utf-8")
+    # Only the first process writes metrics, checkpoints and the model.
+    metrics_file = (output_dir / "metrics.jsonl" if dist.main else Path(os.devnull)).open(
+        "a", encoding="utf-8"
+    )
     use_amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     started = time.monotonic()
@@ -210,7 +269,7 @@ def train(
         desc="train",
         unit="step",
         dynamic_ncols=True,
-        disable=not progress or not sys.stderr.isatty(),
+        disable=not progress or not sys.stderr.isatty() or not dist.main,
         file=sys.stderr,
     )
 
@@ -219,7 +278,7 @@ def train(
         metrics_file.flush()
 
     def run_evaluation(step: int) -> None:
-        if evaluate is None:
+        if evaluate is None or not dist.main:
             return
         network.eval()
         with torch.no_grad():
@@ -237,7 +296,9 @@ def train(
 
     try:
         step = start_step
-        for host_batch in _batches(dataset, cfg.batch_size, start_step, cfg.num_workers):
+        for host_batch in _batches(
+            dataset, cfg.batch_size, start_step, cfg.num_workers, cfg.steps, dist
+        ):
             if step >= cfg.steps or (stop_at is not None and step >= stop_at):
                 break
             lr = learning_rate_at(
@@ -247,7 +308,7 @@ def train(
                 group["lr"] = lr
             batch = {k: v.to(dev, non_blocking=True) for k, v in host_batch.items()}
             with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
-                outputs = network(batch.pop("image"))
+                outputs = model(batch.pop("image"))
             losses = panoptic_loss(outputs, batch)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses["total"]).backward()  # type: ignore[no-untyped-call]
@@ -264,7 +325,7 @@ def train(
             if step % 10 == 0 or step == cfg.steps:
                 log(record)
             bar.update(1)
-            if bar.disable and step % 50 == 0:
+            if bar.disable and dist.main and step % 50 == 0:
                 # No terminal (CI, nohup): progress goes to the log instead of a bar.
                 elapsed = time.monotonic() - started
                 logger.info(
@@ -278,7 +339,7 @@ def train(
             bar.set_postfix(loss=f"{np.mean(window[-20:]):.3f}", lr=f"{lr:.1e}")
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
                 run_evaluation(step)
-            if step % 200 == 0 and step < cfg.steps:
+            if step % 200 == 0 and step < cfg.steps and dist.main:
                 save_checkpoint(
                     checkpoint_path,
                     network,
@@ -288,6 +349,20 @@ def train(
                 )
         outcome.steps = step
         outcome.losses["last"] = float(np.mean(window[-20:])) if window else float("nan")
+        if dist.world > 1:
+            digest = hashlib.sha256()
+            # Parameters only: BatchNorm running statistics are per process until DDP
+            # broadcasts rank 0's at the next forward pass.
+            for parameter in network.parameters():
+                digest.update(parameter.detach().cpu().numpy().tobytes())
+            logger.info(
+                "rank %d of %d: parameters sha256 %s",
+                dist.rank,
+                dist.world,
+                digest.hexdigest()[:16],
+            )
+            if not dist.main:
+                return outcome
         save_checkpoint(
             checkpoint_path,
             network,
@@ -322,6 +397,11 @@ def train(
     finally:
         bar.close()
         metrics_file.close()
+        if dist.world > 1:
+            import torch.distributed
+
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
     outcome.seconds = time.monotonic() - started
     return outcome
 
