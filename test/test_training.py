@@ -75,6 +75,8 @@ def test_loss_falls_and_quality_rises(tmp_path: Path) -> None:
     assert late["miou"] > early["miou"]
     assert late["all"]["pq"] > early["all"]["pq"]
     assert (tmp_path / "model.safetensors").is_file()
+    if __import__("importlib").util.find_spec("tensorboard") is not None:
+        assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 
 def _losses(path: Path) -> dict[int, float]:

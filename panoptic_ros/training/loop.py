@@ -103,6 +103,16 @@ def _distributed_from_environment() -> _Distributed:
     return _Distributed(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def _tensorboard_writer(folder: Path) -> Any:
+    """A TensorBoard SummaryWriter, or None (with one log line) when tensorboard is absent."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logger.info("tensorboard is not installed: scalars go to metrics.jsonl only")
+        return None
+    return SummaryWriter(str(folder))
+
+
 def _batches(
     dataset: TargetDataset,
     batch_size: int,
@@ -273,9 +283,19 @@ def train(
         file=sys.stderr,
     )
 
+    scalars = _tensorboard_writer(output_dir / "tensorboard") if dist.main else None
+
     def log(record: dict[str, Any]) -> None:
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
+        if scalars is not None:
+            step_of = int(record["step"])
+            for key, value in record.items():
+                if key != "step" and isinstance(value, int | float):
+                    scalars.add_scalar(f"train/{key}", value, step_of)
+            for group in ("all", "things", "stuff"):
+                if "eval" in record:
+                    scalars.add_scalar(f"eval/pq_{group}", record["eval"][group]["pq"], step_of)
 
     def run_evaluation(step: int) -> None:
         if evaluate is None or not dist.main:
@@ -397,6 +417,8 @@ def train(
     finally:
         bar.close()
         metrics_file.close()
+        if scalars is not None:
+            scalars.close()
         if dist.world > 1:
             import torch.distributed
 
