@@ -165,7 +165,9 @@ def load_backbone_weights(backbone: EfficientNet, source: str | Path) -> None:
     Args:
         backbone: The trunk to fill.
         source: ``"auto"`` (the bundled Lite-0 weights), ``"none"`` (keep random init) or
-            the path of a .safetensors file with our key names.
+            the path of a .safetensors file with our key names or timm's
+            (``conv_stem``, ``bn1``, ``blocks.S.J.*``, as timm's ``efficientnet_*`` and
+            ``tf_efficientnet_lite*`` checkpoints name them).
 
     Raises:
         ModelFileError: Missing or foreign file, unknown or missing keys, or a backbone
@@ -193,6 +195,8 @@ def load_backbone_weights(backbone: EfficientNet, source: str | Path) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise ModelFileError(f"cannot read backbone weights {str(path)!r}: {err}") from err
+    if any(key.startswith(("conv_stem.", "blocks.")) for key in state):
+        state = from_timm_names(state, backbone)
     result = backbone.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ModelFileError(
@@ -200,3 +204,61 @@ def load_backbone_weights(backbone: EfficientNet, source: str | Path) -> None:
             f"{result.missing_keys[:3]}, unknown {result.unexpected_keys[:3]}"
         )
     logger.info("backbone %s initialised from %s", backbone.name, path)
+
+
+# timm's per-block module names -> ours. Stage 0 of timm is a DepthwiseSeparableConv
+# (conv_dw, bn1, se, conv_pw, bn2) whose conv_pw is our projection (conv_pwl).
+_TIMM_INVERTED: Final = {
+    "conv_pw": "conv_pw.0",
+    "bn1": "conv_pw.1",
+    "conv_dw": "conv_dw.0",
+    "bn2": "conv_dw.1",
+    "conv_pwl": "conv_pwl.0",
+    "bn3": "conv_pwl.1",
+    "se": "se",
+}
+_TIMM_SEPARABLE: Final = {
+    "conv_dw": "conv_dw.0",
+    "bn1": "conv_dw.1",
+    "conv_pw": "conv_pwl.0",
+    "bn2": "conv_pwl.1",
+    "se": "se",
+}
+_TIMM_HEAD: Final = ("conv_head.", "bn2.", "classifier.")
+
+
+def from_timm_names(
+    state: dict[str, torch.Tensor], backbone: EfficientNet
+) -> dict[str, torch.Tensor]:
+    """Rename a timm EfficientNet state dict to our backbone's keys (head keys dropped).
+
+    Raises:
+        ModelFileError: A key that fits neither naming (names the key).
+    """
+    separable = {
+        f"stages.{s}.{j}"
+        for s, stage in enumerate(backbone.stages)
+        for j, block in enumerate(stage)
+        if isinstance(block.conv_pw, torch.nn.Identity)
+    }
+    renamed: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if key.startswith(_TIMM_HEAD):
+            continue
+        if key.startswith("conv_stem."):
+            renamed["stem.0." + key.removeprefix("conv_stem.")] = tensor
+            continue
+        if key.startswith("bn1."):
+            renamed["stem.1." + key.removeprefix("bn1.")] = tensor
+            continue
+        match = re.fullmatch(r"blocks\.(\d+)\.(\d+)\.(\w+?)\.(.+)", key)
+        if match is None:
+            raise ModelFileError(
+                f"key {key!r} is neither timm's nor panoptic_ros' EfficientNet naming"
+            )
+        block = f"stages.{match[1]}.{match[2]}"
+        table = _TIMM_SEPARABLE if block in separable else _TIMM_INVERTED
+        if match[3] not in table:
+            raise ModelFileError(f"timm key {key!r} has no counterpart in {backbone.name}")
+        renamed[f"{block}.{table[match[3]]}.{match[4]}"] = tensor
+    return renamed
