@@ -236,10 +236,9 @@ def from_timm_names(
         ModelFileError: A key that fits neither naming (names the key).
     """
     separable = {
-        f"stages.{s}.{j}"
-        for s, stage in enumerate(backbone.stages)
-        for j, block in enumerate(stage)
-        if isinstance(block.conv_pw, torch.nn.Identity)
+        name.removesuffix(".conv_pw")
+        for name, module in backbone.named_modules()
+        if name.endswith(".conv_pw") and isinstance(module, torch.nn.Identity)
     }
     renamed: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
