@@ -32,7 +32,7 @@ fi
 } | tee "$OUT/environment.txt"
 
 python3 -m pytest -q -o addopts="" -p no:cacheprovider test/test_fusion_torch.py test/test_device_ops.py 2>&1 | tail -4 | tee "$OUT/tests.txt"
-if [[ -n "${1:-}" ]]; then
+if [[ -n "${1:-}" && "${ACCURACY:-1}" == "1" ]]; then
   python3 benchmarks/gpu_accuracy.py "$MODEL" 32 2>&1 | tail -1 | tee "$OUT/accuracy.txt"
 fi
 
@@ -43,7 +43,14 @@ bench() {  # name, input size, extra args...
   tail -3 "$OUT/$name-$size.txt"
 }
 TORCH=(--set backend.name=torch --set backend.device=cuda --set "model.model_file_path=$MODEL")
-for size in 512x1024 1024x2048; do
+# The default network size (the model's own, 256x512) fed by full-resolution cameras.
+for size in 1024x2048 540x960; do
+  bench default-fp16-graph "$size" "${TORCH[@]}" --network-size model --set backend.precision=fp16 --set backend.cuda_graph=true
+  bench default-fp32 "$size" "${TORCH[@]}" --network-size model --set backend.precision=fp32
+  bench default-fp16-hostfusion "$size" "${TORCH[@]}" --network-size model --set backend.precision=fp16 --set backend.cuda_graph=true --set backend.gpu_fusion=false
+done
+if [[ "${QUICK:-0}" == "1" ]]; then SIZES=""; else SIZES="512x1024 1024x2048"; fi
+for size in $SIZES; do
   bench torch-fp32 "$size" "${TORCH[@]}" --set backend.precision=fp32
   bench torch-fp16 "$size" "${TORCH[@]}" --set backend.precision=fp16
   bench torch-fp16-graph "$size" "${TORCH[@]}" --set backend.precision=fp16 --set backend.cuda_graph=true
@@ -52,7 +59,7 @@ for size in 512x1024 1024x2048; do
 done
 # ONNX Runtime on the host CPU for comparison (this ORT build has no CUDA provider).
 ONNX=${ONNX_MODEL:-models/panoptic_lite0_synthetic.onnx}
-for size in 512x1024 1024x2048; do
+for size in $SIZES; do
   bench ort-cpu "$size" --set backend.name=onnxruntime --set "model.model_file_path=$ONNX" --frames 10 --warmup 2
 done
 # One combined report (the device tool returns a limited number of files).

@@ -38,14 +38,17 @@ Non-finite network outputs never crash, and follow fixed rules:
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from panoptic_ros.config import FusionConfig
 from panoptic_ros.errors import ConfigError, ModelFileError, PanopticError
-from panoptic_ros.geometry import Letterbox
+from panoptic_ros.geometry import CellGrid, Letterbox
 from panoptic_ros.labels import LabelSpace
 from panoptic_ros.results import FrameResult, HeadOutputs, Instance
 
@@ -386,8 +389,19 @@ def fuse_cells(
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _cell_grid(letterbox: Letterbox, stride: int) -> CellGrid:
+    """The camera-pixel-to-cell mapping, computed once per camera size."""
+    return letterbox.cell_grid(stride)
+
+
 def cells_to_frame(
-    cells: CellPanoptic, letterbox: Letterbox, labels: LabelSpace, *, stride: int = 4
+    cells: CellPanoptic,
+    letterbox: Letterbox,
+    labels: LabelSpace,
+    *,
+    stride: int = 4,
+    upsample: Callable[[npt.NDArray[Any]], npt.NDArray[Any]] | None = None,
 ) -> FrameResult:
     """Map a stride-level result onto the camera's pixels.
 
@@ -396,12 +410,15 @@ def cells_to_frame(
         letterbox: How the camera image was placed in the network input.
         labels: Label space (names, drivable classes).
         stride: Output stride.
+        upsample: Nearest-neighbour cell map -> camera map with the letterbox's cell grid
+            (default: NumPy on the host; the GPU pipeline passes a device version).
 
     Returns:
         The frame result at camera resolution; instances that cover no camera pixel are
         removed and the rest renumbered consecutively.
     """
-    grid = letterbox.cell_grid(stride)
+    grid = _cell_grid(letterbox, stride)
+    expand = upsample if upsample is not None else grid.upsample
     h, w = cells.semantic.shape
     row_counts = grid.row_counts[:h].astype(np.int64)
     col_counts = grid.col_counts[:w].astype(np.int64)
@@ -451,11 +468,11 @@ def cells_to_frame(
                 )
             )
     # Everything is decided per cell and then upsampled: 16x fewer lookups than per pixel.
-    semantic = np.asarray(grid.upsample(cells.semantic), dtype=np.uint8)
+    semantic = np.asarray(expand(cells.semantic), dtype=np.uint8)
     instance_cells = renumber[cells.instances]
-    instance_ids = np.asarray(grid.upsample(instance_cells), dtype=np.uint16)
+    instance_ids = np.asarray(expand(instance_cells), dtype=np.uint16)
     drivable_lut = np.where(labels.drivable_table(), 255, 0).astype(np.uint8)
-    drivable = np.asarray(grid.upsample(drivable_lut[cells.semantic]), dtype=np.uint8)
+    drivable = np.asarray(expand(drivable_lut[cells.semantic]), dtype=np.uint8)
     return FrameResult(
         semantic=semantic,
         instance_ids=instance_ids,

@@ -61,6 +61,7 @@ class PanopticPipeline:
         self._input = np.zeros((1, *self.network_hw, 3), dtype=np.uint8)
         self._device_input: Any = None
         self._device_frame: tuple[npt.NDArray[np.uint8], Any] | None = None
+        self._device_upsamplers: dict[Letterbox, Any] = {}
 
     @classmethod
     def from_config(cls, config: Config) -> PanopticPipeline:
@@ -135,7 +136,7 @@ class PanopticPipeline:
         """The frame goes to the device once: letterbox, network and fusion run there."""
         import torch
 
-        from panoptic_ros.device_ops import letterbox_on_device, upload_frame
+        from panoptic_ros.device_ops import DeviceUpsampler, letterbox_on_device, upload_frame
         from panoptic_ros.fusion_torch import fuse_cells_torch
 
         start = time.perf_counter_ns()
@@ -164,7 +165,13 @@ class PanopticPipeline:
             valid_hw=letterbox.valid_cells_hw(self.stride),
             stride=self.stride,
         )
-        result = cells_to_frame(cells, letterbox, self.labels, stride=self.stride)
+        upsampler = self._device_upsamplers.get(letterbox)
+        if upsampler is None:
+            upsampler = DeviceUpsampler(letterbox, frame.device, self.stride)
+            self._device_upsamplers[letterbox] = upsampler
+        result = cells_to_frame(
+            cells, letterbox, self.labels, stride=self.stride, upsample=upsampler
+        )
         timings.fusion_ms = _ms_since(start)
         return replace(result, timings=timings)
 

@@ -75,3 +75,19 @@ def test_device_overlay_matches_the_host_overlay(device: str) -> None:
     # Void shows the camera (right of the box labels drawn at the top left).
     void_region = np.abs(got[:5, 120:].astype(np.int16) - scene.image[:5, 120:, ::-1])
     assert void_region.max() <= 1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_device_upsampling_equals_the_host(device: str) -> None:
+    from panoptic_ros.device_ops import DeviceUpsampler
+
+    box = Letterbox.fit((375, 1242), (256, 512))
+    grid = box.cell_grid(4)
+    rows, cols = box.valid_cells_hw(4)
+    upsample = DeviceUpsampler(box, _device(device))
+    rng = np.random.default_rng(0)
+    for dtype in (np.uint8, np.uint16):
+        cells = rng.integers(0, 200, (rows, cols)).astype(dtype)
+        got = upsample(cells)
+        assert got.dtype == dtype
+        assert np.array_equal(got, grid.upsample(cells))

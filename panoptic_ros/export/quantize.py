@@ -233,6 +233,8 @@ def quantize_int8(
     *,
     method: CalibrationMethod = "percentile",
     keep_head_outputs_float: bool = True,
+    op_types: Sequence[str] | None = None,
+    exclude_patterns: Sequence[str] = (),
 ) -> ModelMetadata:
     """Write an INT8 Q/DQ copy of ``source`` calibrated on ``frames``.
 
@@ -243,6 +245,10 @@ def quantize_int8(
         method: Calibration of activation ranges (percentile 99.999 by default: robust to
             the rare outliers of real frames).
         keep_head_outputs_float: Leave the three output convolutions unquantised.
+        exclude_patterns: Leave nodes whose name contains any of these substrings in float
+            (module paths such as ``/instance_head/``).
+        op_types: Quantise only these operator types (default: every type ONNX Runtime
+            quantises: convolutions, additions, concatenations, pooling, resizes ...).
 
     Returns:
         The metadata written.
