@@ -39,9 +39,14 @@ class LargeScaleFeatureExtractor(nn.Sequential):
 class DensePredictionCell(nn.Module):
     """DPC: five dilated separable convs in a small tree, concatenated, 1x1 fused.
 
-    Branch a (1, 6) feeds b (1, 1), c (6, 21) and d (18, 15); e (6, 3) follows d. On small
-    feature maps large rates mostly see padding; they stay for fidelity to the paper, at no
-    cost in speed (same operator, same size).
+    Branch a (1, 6) feeds b (1, 1), c (6, 21) and d (18, 15); e (6, 3) follows d. The rates
+    are not capped: on small maps (a 256x512 input gives 8x16 at stride 32) the large ones
+    mostly see zero padding, which costs no speed (same operator, same size) and keeps one
+    graph valid for every input size.
+
+    Args:
+        in_channels: Input channels.
+        channels: Channels of every branch and of the output.
     """
 
     def __init__(self, in_channels: int, channels: int) -> None:
@@ -75,7 +80,15 @@ class MismatchCorrection(nn.Module):
 class SemanticHead(nn.Module):
     """LSFE on strides 4 and 8, DPC on 16 and 32, MC 32 -> 16 -> 8, all to stride 4.
 
-    Returns [N, num_classes, H/4, W/4] logits.
+    Levels 16 and 8 add the mismatch-corrected, x2-upsampled level below them (as the
+    EfficientPS paper connects DPC and LSFE outputs); stride 4 is LSFE only. All four are
+    upsampled to stride 4 and concatenated before the classifier. (The bundled model's
+    weights fix this layout: changing it needs retraining.)
+
+    Args:
+        fpn_channels: Channels of every FPN level.
+        channels: Channels of every branch (the classifier sees 4x this).
+        num_classes: Semantic classes.
     """
 
     def __init__(self, fpn_channels: int, channels: int, num_classes: int) -> None:
@@ -89,7 +102,7 @@ class SemanticHead(nn.Module):
         self.classifier = nn.Conv2d(4 * channels, num_classes, 1)
 
     def forward(self, fpn: dict[int, torch.Tensor]) -> torch.Tensor:
-        """FPN levels -> semantic logits at stride 4."""
+        """FPN levels {s: [N, fpn_channels, H/s, W/s]} -> logits [N, num_classes, H/4, W/4]."""
         s32 = self.dpc32(fpn[32])
         s16 = self.dpc16(fpn[16]) + self.mc32(s32, fpn[16].shape[-2:])
         s8 = self.lsfe8(fpn[8]) + self.mc16(s16, fpn[8].shape[-2:])
