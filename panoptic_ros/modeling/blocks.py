@@ -12,7 +12,15 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["ConvBnAct", "DepthwiseSeparableConv", "InvertedResidual", "NormLayer", "make_norm"]
+__all__ = [
+    "ActLayer",
+    "ConvBnAct",
+    "DepthwiseSeparableConv",
+    "InvertedResidual",
+    "NormLayer",
+    "SqueezeExcite",
+    "make_norm",
+]
 
 NormLayer = Callable[[int], nn.Module]
 ActLayer = Callable[[], nn.Module]

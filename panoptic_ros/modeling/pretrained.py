@@ -22,7 +22,7 @@ from typing import Final
 import torch
 
 from panoptic_ros.errors import ModelFileError
-from panoptic_ros.modeling.backbone import B0_STAGES, EfficientNet
+from panoptic_ros.modeling.backbone import EfficientNet, efficientnet_arch
 
 __all__ = ["LITE0_SHA256", "convert_lite0_checkpoint", "load_backbone_weights", "weights_cache_dir"]
 
@@ -61,9 +61,9 @@ def _sha256(path: Path) -> str:
 
 
 def _block_names(name: str) -> list[str]:
-    """Flat lukemelas block index -> our ``stages.S.J`` for a Lite-0 trunk."""
-    del name  # Lite0 only: its repeats are B0's
-    return [f"stages.{s}.{j}" for s, spec in enumerate(B0_STAGES) for j in range(spec.repeats)]
+    """Flat lukemelas block index -> our ``stages.S.J`` (lukemelas numbers blocks 0..B-1)."""
+    stages = efficientnet_arch(name).stages
+    return [f"stages.{s}.{j}" for s, blocks in enumerate(stages) for j in range(len(blocks))]
 
 
 def map_lukemelas_key(key: str, blocks: list[str]) -> str | None:
