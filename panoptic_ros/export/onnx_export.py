@@ -4,6 +4,10 @@ Input ``image`` uint8 [N, H, W, 3] RGB (N dynamic; H, W dynamic unless ``dynamic
 outputs ``semantic_logits``, ``center_heatmap``, ``offsets`` at stride 4. The metadata JSON
 goes into the graph's ``metadata_props`` under ``panoptic_ros`` and into a ``.json`` sidecar.
 The file is written to a temporary name and renamed, so a failed export leaves nothing.
+
+Models from elsewhere may keep weights in external data files; :func:`check_external_data`
+refuses any such location that is absolute or resolves (symbolic links included) outside
+the model's folder, before ONNX Runtime, TensorRT or ``onnx.load`` read a byte of it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,7 @@ from panoptic_ros.contract import (
 )
 from panoptic_ros.errors import ModelFileError
 
-__all__ = ["check_onnx_contract", "export_onnx", "read_onnx_metadata"]
+__all__ = ["check_external_data", "check_onnx_contract", "export_onnx", "read_onnx_metadata"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +59,10 @@ def export_onnx(
 
     Returns:
         ``path``.
+
+    Raises:
+        ConfigError: ``input_hw`` is not a pair of positive multiples of 32.
+        ModelFileError: The exporter failed (nothing is left at ``path``).
     """
     import onnx
     import torch
@@ -80,24 +89,32 @@ def export_onnx(
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".onnx.tmp", delete=False) as tmp:
         temporary = Path(tmp.name)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            # The TorchScript exporter gives a compact graph of standard ops at opset 17.
-            torch.onnx.export(
-                model,
-                (example,),
-                str(temporary),
-                input_names=[INPUT_NAME],
-                output_names=list(names),
-                dynamic_axes=axes,
-                opset_version=opset,
-                do_constant_folding=True,
-                dynamo=False,
-            )
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                # The TorchScript exporter gives a compact graph of standard ops at opset 17.
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    str(temporary),
+                    input_names=[INPUT_NAME],
+                    output_names=list(names),
+                    dynamic_axes=axes,
+                    opset_version=opset,
+                    do_constant_folding=True,
+                    dynamo=False,
+                )
+        # torch's exporter raises many types (RuntimeError, OnnxExporterError, ...).
+        except Exception as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ModelFileError(
+                f"ONNX export to {str(path)!r} failed: {first}; the model must trace with "
+                f"a uint8 [1, {input_hw[0]}, {input_hw[1]}, 3] input"
+            ) from err
         proto = onnx.load(str(temporary))
         stored = {
             **metadata.to_dict(),
-            "input_hw": list(input_hw),
+            "input_size": list(input_hw),  # the size exported, whatever metadata said
             "dynamic_input": dynamic,
         }
         embedded = ModelMetadata.from_dict(stored)
@@ -117,18 +134,75 @@ def export_onnx(
     return path
 
 
-def read_onnx_metadata(path: Path) -> ModelMetadata:
-    """Read the metadata embedded in an ONNX file (no external data loaded).
+def _load_proto(path: Path) -> Any:
+    """The ModelProto of ``path`` without its external data.
 
     Raises:
-        ModelFileError: Unreadable file or missing/invalid metadata.
+        ModelFileError: Missing, unreadable or not an ONNX file.
     """
     import onnx
 
     try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except (OSError, onnx.onnx_cpp2py_export.checker.ValidationError, Exception) as err:
-        raise ModelFileError(f"cannot read ONNX model {str(path)!r}: {err}") from err
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # protobuf DecodeError, OSError, onnx's ValidationError
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelFileError(f"cannot read ONNX model {str(path)!r}: {first}") from err
+
+
+def _tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto of a graph: initializers, sparse ones, node attributes, subgraphs."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield sparse.values
+        yield sparse.indices
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("g"):
+                yield from _tensors(attribute.g)
+            for subgraph in attribute.graphs:
+                yield from _tensors(subgraph)
+
+
+def check_external_data(path: Path, proto: Any = None) -> None:
+    """Refuse external-data locations that leave the model's folder.
+
+    Args:
+        path: The ONNX file.
+        proto: Its ModelProto loaded without external data (read from ``path`` when None).
+
+    Raises:
+        ModelFileError: A location is absolute, missing, or resolves (after following
+            symbolic links) outside the folder holding ``path``; or the file is unreadable.
+    """
+    import onnx
+
+    model = proto if proto is not None else _load_proto(path)
+    folder = Path(path).resolve().parent
+    for tensor in _tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = {entry.key: entry.value for entry in tensor.external_data}.get("location", "")
+        target = (folder / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(folder):
+            raise ModelFileError(
+                f"ONNX model {str(path)!r}: external data {location!r} of tensor "
+                f"{tensor.name!r} is outside the model's folder; refusing to read it (keep "
+                "external data files beside the model)"
+            )
+
+
+def read_onnx_metadata(path: Path) -> ModelMetadata:
+    """Read the metadata embedded in an ONNX file (no external data loaded).
+
+    Raises:
+        ModelFileError: Unreadable file, external data outside the model's folder, or
+            missing/invalid metadata.
+    """
+    proto = _load_proto(path)
+    check_external_data(path, proto)
     for entry in proto.metadata_props:
         if entry.key == METADATA_KEY:
             return ModelMetadata.from_json(entry.value, str(path))
@@ -150,7 +224,7 @@ def check_onnx_contract(path: Path) -> ModelMetadata:
     import onnx
 
     metadata = read_onnx_metadata(path)
-    proto = onnx.load(str(path), load_external_data=False)
+    proto = _load_proto(path)
     graph = proto.graph
     initializers = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]

@@ -280,9 +280,13 @@ def quantize_int8(
         quantized = Path(workdir) / "quantized.onnx"
         try:
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
-            excluded = (
-                _output_convolutions(onnx.load(str(prepared))) if keep_head_outputs_float else []
-            )
+            prepared_proto = onnx.load(str(prepared))
+            excluded = _output_convolutions(prepared_proto) if keep_head_outputs_float else []
+            excluded += [
+                node.name
+                for node in prepared_proto.graph.node
+                if any(pattern in node.name for pattern in exclude_patterns)
+            ]
             quantize_static(
                 str(prepared),
                 str(quantized),
@@ -293,6 +297,7 @@ def quantize_int8(
                 weight_type=QuantType.QInt8,
                 calibrate_method=methods[method],
                 nodes_to_exclude=excluded,
+                op_types_to_quantize=list(op_types) if op_types else None,
                 extra_options={
                     "ActivationSymmetric": True,
                     "WeightSymmetric": True,
