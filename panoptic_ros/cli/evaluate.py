@@ -1,4 +1,11 @@
-"""``panoptic-ros eval``: panoptic quality (PQ, SQ, RQ) and mIoU of a model."""
+"""``panoptic-ros eval``: panoptic quality (PQ, SQ, RQ) and mIoU.
+
+Three modes: a model on held-out synthetic scenes (``--synthetic``, the default), a model on
+a Cityscapes panoptic dataset (``--cityscapes``), or a folder of panoptic predictions
+against a folder of ground truth (``--gt-json``/``--pred-json``, the input of panopticapi's
+``pq_compute`` and cityscapesscripts' ``evalPanopticSemanticLabeling``, with the same
+results, scored in parallel).
+"""
 
 from __future__ import annotations
 
@@ -22,6 +29,10 @@ EXAMPLES = """
 Examples:
   panoptic-ros eval --synthetic 50                      # bundled model, held-out scenes
   panoptic-ros eval --synthetic 200 --size 288x512 --model runs/synthetic/model.onnx --json pq.json
+  panoptic-ros eval --cityscapes ~/data/cityscapes --split val --model model.onnx
+  panoptic-ros eval --gt-json gtFine/cityscapes_panoptic_val.json \\
+      --gt-dir gtFine/cityscapes_panoptic_val --pred-json results/cityscapes_panoptic_val.json \\
+      --pred-dir results/cityscapes_panoptic_val --workers 8 --json pq.json
 """
 
 
@@ -38,8 +49,36 @@ def register(subparsers: Any) -> None:
         "--synthetic",
         type=int,
         metavar="N",
-        default=50,
-        help="evaluate on N held-out synthetic scenes (seeds never used in training)",
+        help="evaluate on N held-out synthetic scenes (seeds never used in training); the "
+        "default mode, with N=50",
+    )
+    parser.add_argument(
+        "--cityscapes",
+        type=Path,
+        metavar="ROOT",
+        help="run the model over a Cityscapes panoptic dataset (ROOT holds leftImg8bit/ and "
+        "gtFine/ with cityscapes_panoptic_<split>.json, as createPanopticImgs writes)",
+    )
+    parser.add_argument("--split", default="val", help="the --cityscapes split")
+    parser.add_argument(
+        "--limit", type=int, metavar="N", help="only the first N images of --cityscapes"
+    )
+    folders = parser.add_argument_group(
+        "prediction folders (no model: score panoptic PNG + JSON predictions)"
+    )
+    folders.add_argument("--gt-json", type=Path, help="ground truth panoptic JSON")
+    folders.add_argument(
+        "--gt-dir", type=Path, help="ground truth PNG folder (default: --gt-json without .json)"
+    )
+    folders.add_argument("--pred-json", type=Path, help="prediction panoptic JSON")
+    folders.add_argument(
+        "--pred-dir", type=Path, help="prediction PNG folder (default: --pred-json without .json)"
+    )
+    folders.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes for the folder mode (default: every CPU)",
     )
     parser.add_argument(
         "--size", type=parse_size, default=(288, 512), help="image size HxW of the synthetic scenes"
@@ -54,17 +93,111 @@ def run(args: argparse.Namespace) -> int:
     """Run ``eval``."""
     from panoptic_ros.errors import ConfigError
 
+    folder_flags = [args.gt_json, args.gt_dir, args.pred_json, args.pred_dir]
+    modes = [args.synthetic is not None, args.cityscapes is not None, any(folder_flags)]
+    if sum(modes) > 1:
+        raise ConfigError("use one of --synthetic, --cityscapes or --gt-json/--pred-json")
+    if any(folder_flags):
+        return _run_folders(args)
+    if args.workers is not None:
+        raise ConfigError("--workers applies to --gt-json/--pred-json folders only")
+    if args.cityscapes is not None:
+        return _run_model(args, _cityscapes_samples(args))
+    if args.synthetic is None:
+        args.synthetic = 50
     if args.synthetic < 1:
         raise ConfigError("--synthetic must be at least 1")
+    from panoptic_ros.evaluation.model_eval import held_out_synthetic
+
+    return _run_model(args, held_out_synthetic(args.synthetic, *args.size))
+
+
+def _cityscapes_samples(args: argparse.Namespace) -> Any:
+    """Check the Cityscapes flags and return a lazy sequence of its samples."""
+    from panoptic_ros.errors import ConfigError
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    if not args.cityscapes.is_dir():
+        raise ConfigError(f"--cityscapes {str(args.cityscapes)!r} is not a folder")
+    from panoptic_ros.data.panoptic_format import read_cityscapes_panoptic
+
+    dataset = read_cityscapes_panoptic(args.cityscapes, args.split)
+    count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+    return _LazySamples(dataset, count)
+
+
+class _LazySamples:
+    """Cityscapes samples loaded one at a time in the model's label space (crowd kept)."""
+
+    def __init__(self, dataset: Any, count: int) -> None:
+        self.dataset = dataset
+        self.count = count
+        self.source: Any = None
+
+    def bind(self, labels: Any) -> None:
+        from panoptic_ros.data.panoptic_format import PanopticDatasetSource
+
+        self.source = PanopticDatasetSource(self.dataset, labels, crowd="keep")
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Any:
+        return (self.source(i) for i in range(self.count))
+
+
+def _run_model(args: argparse.Namespace, samples: Any) -> int:
+    """Run the configured model over ``samples`` and print (and save) the scores."""
     config = config_from_args(args)
 
-    from panoptic_ros.evaluation.model_eval import evaluate_pipeline, held_out_synthetic
+    from panoptic_ros.evaluation.model_eval import evaluate_pipeline
     from panoptic_ros.pipeline import PanopticPipeline
 
-    scenes = held_out_synthetic(args.synthetic, *args.size)
     with PanopticPipeline.from_config(config) as pipeline:
         print(pipeline.describe())
-        result = evaluate_pipeline(pipeline, scenes, progress=progress_enabled(args))
+        if isinstance(samples, _LazySamples):
+            samples.bind(pipeline.labels)
+        result = evaluate_pipeline(pipeline, samples, progress=progress_enabled(args))
+    return _report(args, result)
+
+
+def _run_folders(args: argparse.Namespace) -> int:
+    """Score a prediction folder against a ground truth folder."""
+    import time
+
+    from panoptic_ros.errors import ConfigError
+
+    if args.gt_json is None or args.pred_json is None:
+        raise ConfigError("the folder mode needs both --gt-json and --pred-json")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    gt_dir = args.gt_dir if args.gt_dir is not None else args.gt_json.with_suffix("")
+    pred_dir = args.pred_dir if args.pred_dir is not None else args.pred_json.with_suffix("")
+    for path, flag in ((args.gt_json, "--gt-json"), (args.pred_json, "--pred-json")):
+        if not path.is_file():
+            raise ConfigError(f"{flag} {str(path)!r} is not a file")
+    for path, flag in ((gt_dir, "--gt-dir"), (pred_dir, "--pred-dir")):
+        if not path.is_dir():
+            raise ConfigError(f"{flag} {str(path)!r} is not a folder")
+
+    from panoptic_ros.evaluation.panoptic_quality import evaluate_folders
+
+    start = time.perf_counter()
+    result = evaluate_folders(
+        args.gt_json,
+        gt_dir,
+        args.pred_json,
+        pred_dir,
+        workers=args.workers,
+        progress=progress_enabled(args),
+    )
+    seconds = time.perf_counter() - start
+    print(f"scored {args.gt_json} against {args.pred_json} in {seconds:.1f} s")
+    return _report(args, result)
+
+
+def _report(args: argparse.Namespace, result: Any) -> int:
     print(result.format_table())
     if args.json:
         args.json.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")

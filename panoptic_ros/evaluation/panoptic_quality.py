@@ -28,15 +28,25 @@ over that histogram, so no Python loop touches pixels.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import json
+import multiprocessing
+import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from panoptic_ros.errors import EvaluationError
 from panoptic_ros.labels import LabelSpace
+
+if TYPE_CHECKING:
+    from panoptic_ros.data.panoptic_format import PngDecoder
 
 __all__ = [
     "INSTANCE_DIVISOR",
@@ -47,9 +57,12 @@ __all__ = [
     "PQResult",
     "PQStat",
     "categories_from_labels",
+    "default_workers",
+    "evaluate_folders",
     "evaluate_maps",
     "miou_from_confusion",
     "pq_single_image",
+    "score_panoptic_image",
     "segments_from_maps",
     "semantic_confusion",
 ]
@@ -498,4 +511,369 @@ def evaluate_maps(
             pred_segments = [s for s in pred_segments if not s["iscrowd"]]
         stat += pq_single_image(gt_ids, gt_segments, pred_ids, pred_segments, categories)
         confusion += semantic_confusion(gt_semantic, pred_semantic, labels.num_classes)
+    return stat.result(categories, miou=miou_from_confusion(confusion))
+
+
+# --- Folders of panoptic PNGs: the official tools' input, scored fast and in parallel ------
+
+_UNLISTED = 0  # compact code of ids in the map without a segment entry
+_VOID_CODE = 1  # compact code of id 0 when it has no segment entry
+_FIRST_SEGMENT = 2  # compact code of the first listed segment (ids in ascending order)
+
+
+def _compact_codes(
+    ids: npt.NDArray[np.integer[Any]], listed: Sequence[int], top: int, scale: int = 1
+) -> npt.NDArray[np.intp]:
+    """[H, W] ids -> [H, W] intp codes times ``scale``, by one gather from a lookup table.
+
+    Codes: unlisted 0, void 1, the k-th listed id (ascending) k + 2. The table has
+    ``top + 1`` entries (``top`` >= every id in ``ids`` and ``listed``): a few KiB for
+    Cityscapes ids; for 24-bit COCO ids up to 128 MiB of calloc'd zeros, which come from
+    fresh zero pages, so only the few pages the ids touch cost anything. intp entries spare
+    ``bincount`` a cast.
+    """
+    table = np.zeros(top + 1, dtype=np.intp)
+    table[VOID] = _VOID_CODE * scale
+    table[np.asarray(listed, dtype=np.int64)] = np.arange(
+        _FIRST_SEGMENT * scale, (_FIRST_SEGMENT + len(listed)) * scale, scale, dtype=np.intp
+    )
+    codes: npt.NDArray[np.intp] = table[ids]
+    return codes
+
+
+def score_panoptic_image(
+    gt_ids: npt.NDArray[np.integer[Any]],
+    gt_segments: Sequence[Mapping[str, Any]],
+    pred_ids: npt.NDArray[np.integer[Any]],
+    pred_segments: Sequence[Mapping[str, Any]],
+    categories: Mapping[Any, Mapping[str, Any]],
+    *,
+    check_ids: bool = True,
+) -> tuple[PQStat, npt.NDArray[np.int64]]:
+    """:func:`pq_single_image` without sorting pixels, plus the semantic confusion.
+
+    The same rules and results (to the last bit: the matched IoUs are summed in the
+    official order), but the pair histogram comes from mapping both id maps to compact
+    segment codes (one table gather each) and one ``bincount``, instead of ``np.unique``
+    over 64-bit keys: about 3x faster at 1024x2048.
+
+    Args:
+        gt_ids: [H, W] integer ground truth segment ids, 0 void.
+        gt_segments: Ground truth ``segments_info`` (``id``, ``category_id``, ``iscrowd``,
+            optional ``area``).
+        pred_ids: [H, W] integer predicted segment ids, 0 unlabelled.
+        pred_segments: Predicted ``segments_info`` (``id``, ``category_id``).
+        categories: Category id -> ``{"name", "isthing"}``; its order is the confusion's.
+        check_ids: Check that ids lie in 0..2**24-1 (ids read from PNGs always do).
+
+    Returns:
+        (this image's statistics, [C, C + 1] int64 pixel confusion of categories: rows the
+        ground truth category of listed segments, crowd included, void and unlisted ids
+        left out; columns the predicted category, column C void or unlisted).
+
+    Raises:
+        EvaluationError: As :func:`pq_single_image`.
+    """
+    if gt_ids.shape != pred_ids.shape:
+        raise EvaluationError(
+            f"ground truth shape {gt_ids.shape!r} and prediction shape {pred_ids.shape!r} "
+            "differ; evaluate at the ground truth's resolution"
+        )
+    if check_ids:
+        for name, ids in (("ground truth", gt_ids), ("prediction", pred_ids)):
+            if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= OFFSET):
+                raise EvaluationError(
+                    f"{name} segment ids span {int(ids.min())}..{int(ids.max())}, outside "
+                    f"0..{OFFSET - 1}; panoptic ids are 24-bit"
+                )
+    gt = {int(s["id"]): s for s in gt_segments}
+    pred = {int(s["id"]): s for s in pred_segments}
+    for name, segments in (("ground truth", gt), ("prediction", pred)):
+        bad = [label for label in segments if not 0 <= label < OFFSET]
+        if bad:
+            raise EvaluationError(f"{name} segment ids {bad[:5]!r} do not fit in 24 bits")
+    gt_listed = sorted(gt)
+    pred_listed = sorted(pred)
+    rows, cols = len(gt_listed) + _FIRST_SEGMENT, len(pred_listed) + _FIRST_SEGMENT
+    # Pair key = gt code * cols + pred code: the gt table holds the codes pre-multiplied.
+    gt_top = max(int(gt_ids.max()) if gt_ids.size else 0, *gt_listed, 0)
+    pred_top = max(int(pred_ids.max()) if pred_ids.size else 0, *pred_listed, 0)
+    keys = _compact_codes(gt_ids, gt_listed, gt_top, cols)
+    pred_codes = _compact_codes(pred_ids, pred_listed, pred_top)
+    np.add(keys, pred_codes, out=keys)
+    hist = np.bincount(keys.reshape(-1), minlength=rows * cols).reshape(rows, cols)
+
+    if hist[:, _UNLISTED].any():
+        unknown = np.unique(pred_ids[pred_codes == _UNLISTED])
+        raise EvaluationError(
+            f"segment id {int(unknown[0])} is in the prediction map but not in its segments; "
+            "list every predicted id in segments_info"
+        )
+    pred_area = hist.sum(axis=0)[_FIRST_SEGMENT:]
+    if not pred_area.all():
+        missing = [pred_listed[i] for i in np.flatnonzero(pred_area == 0)[:5].tolist()]
+        raise EvaluationError(
+            f"predicted segments {missing!r} have no pixels in the map; drop them"
+        )
+    for label in pred_listed:
+        if pred[label]["category_id"] not in categories:
+            raise EvaluationError(
+                f"predicted segment {label} has unknown category "
+                f"{pred[label]['category_id']!r}; known: {sorted(categories)!r}"
+            )
+
+    gt_code = {label: code for code, label in enumerate(gt_listed, _FIRST_SEGMENT)}
+    pred_code = {label: code for code, label in enumerate(pred_listed, _FIRST_SEGMENT)}
+    void_row = gt_code.get(VOID, _VOID_CODE)
+    void_pixels = hist[void_row, _FIRST_SEGMENT:]
+    gt_pixels = hist.sum(axis=1)[_FIRST_SEGMENT:]
+    gt_area = np.array(
+        [gt[label].get("area", gt_pixels[i]) for i, label in enumerate(gt_listed)],
+        dtype=np.float64,
+    )
+    category_code: dict[Any, int] = {}
+    gt_category = np.array(
+        [
+            category_code.setdefault(gt[label]["category_id"], len(category_code))
+            for label in gt_listed
+        ],
+        dtype=np.int64,
+    )
+    pred_category = np.array(
+        [
+            category_code.setdefault(pred[label]["category_id"], len(category_code))
+            for label in pred_listed
+        ],
+        dtype=np.int64,
+    )
+    gt_crowd = np.array([gt[label].get("iscrowd", 0) == 1 for label in gt_listed], dtype=np.bool_)
+
+    # Candidate pairs in ascending (gt id, pred id) order, the official iteration order.
+    pairs = hist[_FIRST_SEGMENT:, _FIRST_SEGMENT:]
+    gi, pj = np.nonzero(pairs)
+    same = (gt_category[gi] == pred_category[pj]) & ~gt_crowd[gi]
+    gi, pj = gi[same], pj[same]
+    intersection = pairs[gi, pj].astype(np.float64)
+    union = pred_area[pj] + gt_area[gi] - intersection - void_pixels[pj]
+    with np.errstate(divide="ignore", invalid="ignore"):  # numpy's scalars, as the official
+        iou = intersection / union
+    match = iou > 0.5
+
+    stat = PQStat()
+    gt_matched: set[int] = set()
+    pred_matched: set[int] = set()
+    for g, p, value in zip(
+        gi[match].tolist(), pj[match].tolist(), iou[match].tolist(), strict=True
+    ):
+        category = gt[gt_listed[g]]["category_id"]
+        stat[category].tp += 1
+        stat[category].iou += value
+        gt_matched.add(gt_listed[g])
+        pred_matched.add(pred_listed[p])
+
+    crowd_by_category: dict[Any, int] = {}
+    for gt_label, segment in gt.items():
+        if gt_label in gt_matched:
+            continue
+        if segment.get("iscrowd", 0) == 1:
+            crowd_by_category[segment["category_id"]] = gt_label
+            continue
+        stat[segment["category_id"]].fn += 1
+    for pred_label, segment in pred.items():
+        if pred_label in pred_matched:
+            continue
+        column = pred_code[pred_label]
+        ignored = int(hist[void_row, column])
+        crowd = crowd_by_category.get(segment["category_id"])
+        if crowd is not None:
+            ignored += int(hist[gt_code[crowd], column])
+        if ignored / int(pred_area[column - _FIRST_SEGMENT]) > 0.5:
+            continue  # mostly void or same-category crowd: not a false positive
+        stat[segment["category_id"]].fp += 1
+
+    # Pixel confusion of categories, from the same histogram.
+    index = {category: i for i, category in enumerate(categories)}
+    num = len(index)
+    gt_class = np.full(rows, -1, dtype=np.int64)
+    gt_class[_FIRST_SEGMENT:] = [index.get(gt[label]["category_id"], -1) for label in gt_listed]
+    pred_class = np.full(cols, num, dtype=np.int64)
+    pred_class[_FIRST_SEGMENT:] = [index[pred[label]["category_id"]] for label in pred_listed]
+    valid = gt_class >= 0
+    flat = (gt_class[valid, None] * (num + 1) + pred_class[None, :]).reshape(-1)
+    confusion = np.bincount(
+        flat, weights=hist[valid].reshape(-1).astype(np.float64), minlength=num * (num + 1)
+    )
+    return stat, confusion.astype(np.int64).reshape(num, num + 1)
+
+
+# (gt PNG, pred PNG, gt segments, pred segments, image id) of one image.
+_Task = tuple[str, str, list[Mapping[str, Any]], list[Mapping[str, Any]], Any]
+
+
+def _init_worker() -> None:
+    """Pool initializer: OpenCV single-threaded (the pool is the parallelism)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def _score_task(
+    categories: Mapping[Any, Mapping[str, Any]], decoder: PngDecoder, task: _Task
+) -> tuple[PQStat, npt.NDArray[np.int64]]:
+    """Read one image's two PNGs and score them (in a pool worker or in-process)."""
+    from panoptic_ros.data.panoptic_format import read_panoptic_png
+
+    gt_path, pred_path, gt_segments, pred_segments, image_id = task
+    try:
+        gt_ids = read_panoptic_png(gt_path, decoder)
+        pred_ids = read_panoptic_png(pred_path, decoder)
+        return score_panoptic_image(
+            gt_ids, gt_segments, pred_ids, pred_segments, categories, check_ids=False
+        )
+    except EvaluationError as err:
+        raise EvaluationError(f"image {image_id!r}: {err}") from err
+
+
+def _load_panoptic_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise EvaluationError(f"cannot read panoptic JSON {str(path)!r}: {err}") from err
+    except json.JSONDecodeError as err:
+        raise EvaluationError(f"panoptic JSON {str(path)!r} is not valid JSON: {err}") from err
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise EvaluationError(
+            f"panoptic JSON {str(path)!r} has no 'annotations' list; is it a panoptic file?"
+        )
+    return data
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on (the default number of evaluation workers)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def evaluate_folders(
+    gt_json: str | Path,
+    gt_dir: str | Path,
+    pred_json: str | Path,
+    pred_dir: str | Path,
+    categories: Mapping[Any, Mapping[str, Any]] | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    decoder: PngDecoder | Literal["auto"] = "auto",
+) -> PQResult:
+    """PQ/SQ/RQ and mIoU of a folder of panoptic predictions, as ``pq_compute`` scores it.
+
+    Equal to panopticapi's ``pq_compute`` and cityscapesscripts'
+    ``evalPanopticSemanticLabeling`` on the same files (tested to 1e-9), several times
+    faster per image (:func:`score_panoptic_image`, PNGs read with OpenCV) and spread over
+    ``workers`` processes.
+
+    Args:
+        gt_json: Ground truth panoptic JSON (``annotations``, ``categories``).
+        gt_dir: Folder of the ground truth PNGs (annotation ``file_name``).
+        pred_json: Prediction JSON (``annotations`` with ``image_id``, ``file_name``,
+            ``segments_info``); predictions of images not in the ground truth are ignored.
+        pred_dir: Folder of the predicted PNGs.
+        categories: Category id -> ``{"name", "isthing"}``; default the ground truth JSON's
+            ``categories``, in its order (the order the official tools average in).
+        workers: Processes at most (at least 8 images each); default every CPU this
+            process may use; 1 runs in-process.
+        progress: Show a progress bar on stderr (when it is a terminal).
+        decoder: PNG decoder, ``opencv``, ``pillow`` or ``auto`` (the faster on this
+            machine, decided once here: :func:`~panoptic_ros.data.panoptic_format.
+            fastest_png_decoder`); the results do not depend on it.
+
+    Returns:
+        PQ/SQ/RQ for all, things, stuff and per category (named by ``name``); mIoU over the
+        categories from the pixel confusion of ground truth segments (void left out).
+
+    Raises:
+        EvaluationError: A file or folder is missing or malformed, an image has no
+            prediction, or a prediction breaks the format (see :func:`pq_single_image`).
+    """
+    gt_json, pred_json = Path(gt_json), Path(pred_json)
+    gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
+    for folder, what in ((gt_dir, "ground truth"), (pred_dir, "prediction")):
+        if not folder.is_dir():
+            raise EvaluationError(f"{what} folder {str(folder)!r} does not exist")
+    gt_data = _load_panoptic_json(gt_json)
+    pred_data = _load_panoptic_json(pred_json)
+    if categories is None:
+        try:
+            categories = {row["id"]: row for row in gt_data["categories"]}
+        except (KeyError, TypeError) as err:
+            raise EvaluationError(
+                f"ground truth JSON {str(gt_json)!r} needs 'categories' with 'id': {err!r}"
+            ) from err
+    for category, info in categories.items():
+        if "name" not in info or "isthing" not in info:
+            raise EvaluationError(f"category {category!r} needs 'name' and 'isthing': {info!r}")
+
+    tasks: list[_Task] = []
+    try:
+        predictions = {ann["image_id"]: ann for ann in pred_data["annotations"]}
+        for gt_ann in gt_data["annotations"]:
+            image_id = gt_ann["image_id"]
+            pred_ann = predictions.get(image_id)
+            if pred_ann is None:
+                raise EvaluationError(
+                    f"no prediction for image {image_id!r} in {str(pred_json)!r}; every "
+                    "ground truth image needs one"
+                )
+            tasks.append(
+                (
+                    str(gt_dir / gt_ann["file_name"]),
+                    str(pred_dir / pred_ann["file_name"]),
+                    list(gt_ann["segments_info"]),
+                    list(pred_ann["segments_info"]),
+                    image_id,
+                )
+            )
+    except (KeyError, TypeError) as err:
+        raise EvaluationError(f"malformed panoptic annotation: {err!r}") from err
+
+    from tqdm import tqdm
+
+    # Starting a worker costs about as much as scoring a few large images: keep 8 or more
+    # images per worker.
+    workers = min(default_workers() if workers is None else workers, max(1, len(tasks) // 8))
+    if workers < 1:
+        raise EvaluationError(f"workers must be at least 1, got {workers!r}")
+    stat = PQStat()
+    confusion = np.zeros((len(categories), len(categories) + 1), dtype=np.int64)
+    bar = tqdm(
+        total=len(tasks),
+        desc="eval",
+        unit="img",
+        disable=not progress or not sys.stderr.isatty(),
+        file=sys.stderr,
+    )
+    from panoptic_ros.data.panoptic_format import fastest_png_decoder
+
+    if decoder not in ("auto", "opencv", "pillow"):
+        raise EvaluationError(f"decoder {decoder!r} is not one of auto, opencv, pillow")
+    chosen: PngDecoder = fastest_png_decoder() if decoder == "auto" else decoder
+    score = functools.partial(_score_task, categories, chosen)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(bar)
+        results: Iterable[tuple[PQStat, npt.NDArray[np.int64]]]
+        if workers == 1:
+            results = map(score, tasks)
+        else:
+            # Spawned, not forked: a fork of a process whose OpenCV thread pool has run
+            # deadlocks in the child's first parallel OpenCV call.
+            pool = stack.enter_context(
+                multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+            )
+            # Ordered results keep the float sums the same from run to run.
+            results = pool.imap(score, tasks, max(1, min(8, len(tasks) // (4 * workers))))
+        for image_stat, image_confusion in results:
+            stat += image_stat
+            confusion += image_confusion
+            bar.update()
     return stat.result(categories, miou=miou_from_confusion(confusion))
