@@ -345,12 +345,21 @@ def iter_messages(reader: AnyReader, topic: str) -> Iterator[tuple[int, Any]]:
         direct.open()
     except Exception as err:
         raise BagError(f"cannot read {str(files[0])!r}: {_one_line(err)}") from err
+    read = 0
     try:
         if any(c.topic == topic for c in direct.connections):
-            yield from _deserialized(direct, topic, name, 0)
+            for item in _deserialized(direct, topic, name, 0):
+                read += 1
+                yield item
     finally:
         with contextlib.suppress(Exception):
             direct.close()
+    if not read:
+        # Silently yielding nothing would lose the user's frames: say so instead.
+        raise BagError(
+            f"{name} lists {expected} messages on {topic} but its storage holds none "
+            "(corrupt metadata.yaml or storage file?)"
+        )
 
 
 # --------------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ message dataclasses and a ``SimpleNamespace`` all decode through the same code.
 Every size is checked against the payload before anything is allocated, so a message that
 declares a 10^6 x 10^6 image with ten bytes of data fails in microseconds with a
 :class:`~panoptic_ros.errors.CodecError`, never a ``MemoryError`` or an OpenCV exception.
+JPEG and PNG payloads are checked the same way: their declared size is read from the
+header (JPEG SOF, PNG IHDR) before OpenCV allocates the output, and a header that promises
+more pixels than :data:`MAX_PIXELS_PER_COMPRESSED_BYTE` per payload byte is refused (a
+631-byte JPEG can otherwise declare 16384 x 16384 and make libjpeg fill 800 MB with grey).
 
 Conversion rules (documented because cameras and cv_bridge disagree on some):
 
@@ -38,6 +42,7 @@ from panoptic_ros.errors import CodecError
 __all__ = [
     "MAX_IMAGE_PIXELS",
     "MAX_IMAGE_SIDE",
+    "MAX_PIXELS_PER_COMPRESSED_BYTE",
     "SUPPORTED_ENCODINGS",
     "CompressedImageFields",
     "RawImageFields",
@@ -52,6 +57,10 @@ __all__ = [
 MAX_IMAGE_SIDE: Final = 16384
 #: Largest accepted pixel count (a 16384 x 16384 frame).
 MAX_IMAGE_PIXELS: Final = 16384 * 16384
+#: Most pixels a JPEG/PNG may declare per byte of payload. The densest camera-like frames
+#: measured (all black, PNG level 9, 8-bit) hold 342 (RGB) and about 1030 (mono) pixels per
+#: byte, deflate's limit; anything denser is a forged or corrupt header.
+MAX_PIXELS_PER_COMPRESSED_BYTE: Final = 2048
 
 ImageRGB = npt.NDArray[np.uint8]
 
@@ -259,6 +268,64 @@ def _convert(pixels: npt.NDArray[np.uint8], code: int) -> ImageRGB:
     return np.asarray(converted, dtype=np.uint8)
 
 
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless; Huffman or
+# arithmetic): every 0xC0..0xCF except DHT (C4), JPG (C8) and DAC (CC).
+_JPEG_SOF_MARKERS: Final = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field: TEM, RST0..7, SOI, EOI.
+_JPEG_STANDALONE_MARKERS: Final = frozenset({0x01, *range(0xD0, 0xDA)})
+
+
+def _jpeg_size(buffer: npt.NDArray[np.uint8], fmt: str) -> tuple[int, int]:
+    """(height, width) from a JPEG's start-of-frame segment, read without decoding.
+
+    Raises:
+        CodecError: The marker segments are malformed or end before a start of frame.
+    """
+    data = buffer.tobytes()
+    position = 2  # after SOI
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            break
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        if marker in _JPEG_STANDALONE_MARKERS:
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker in _JPEG_SOF_MARKERS:
+            if length < 8 or position + 9 > len(data):
+                break
+            height = int.from_bytes(data[position + 5 : position + 7], "big")
+            width = int.from_bytes(data[position + 7 : position + 9], "big")
+            return height, width
+        if marker == 0xDA or length < 2:  # scan data before any frame header
+            break
+        position += 2 + length
+    msg = (
+        f"cannot decode {fmt!r} image of {buffer.size} bytes: no valid JPEG frame header "
+        "(corrupt or truncated)"
+    )
+    raise CodecError(msg)
+
+
+def _png_size(buffer: npt.NDArray[np.uint8], fmt: str) -> tuple[int, int]:
+    """(height, width) from a PNG's IHDR chunk, read without decoding.
+
+    Raises:
+        CodecError: The first chunk is not a complete IHDR.
+    """
+    chunk = buffer[8:24].tobytes()  # length, type, width, height of the first chunk
+    if len(chunk) < 16 or chunk[4:8] != b"IHDR":
+        msg = (
+            f"cannot decode {fmt!r} image of {buffer.size} bytes: no PNG IHDR header "
+            "(corrupt or truncated)"
+        )
+        raise CodecError(msg)
+    return int.from_bytes(chunk[12:16], "big"), int.from_bytes(chunk[8:12], "big")
+
+
 def decode_compressed(*, format: str, data: Any) -> ImageRGB:
     """Decodes the fields of a ``sensor_msgs/CompressedImage`` (JPEG or PNG) to RGB.
 
@@ -273,7 +340,8 @@ def decode_compressed(*, format: str, data: Any) -> ImageRGB:
         [H, W, 3] uint8 RGB; grayscale images are expanded to three channels.
 
     Raises:
-        CodecError: compressedDepth, an unknown codec, or corrupt or truncated data.
+        CodecError: compressedDepth, an unknown codec, corrupt or truncated data, or a
+            header declaring an empty, oversized or implausibly dense image.
     """
     if "compresseddepth" in format.lower():
         msg = f"compressed image format {format!r} is a depth image, not a camera frame"
@@ -286,6 +354,18 @@ def decode_compressed(*, format: str, data: Any) -> ImageRGB:
     if head.startswith(_JPEG_MAGIC) and buffer[-2:].tobytes() != b"\xff\xd9":
         # libjpeg decodes a truncated JPEG with a grey bottom and only a warning.
         msg = f"JPEG image of {buffer.size} bytes is truncated (no end-of-image marker)"
+        raise CodecError(msg)
+    # OpenCV allocates the whole output from the header before decoding: check it first.
+    if head.startswith(_JPEG_MAGIC):
+        height, width = _jpeg_size(buffer, format)
+    else:
+        height, width = _png_size(buffer, format)
+    _check_size(height, width)
+    if height * width > buffer.size * MAX_PIXELS_PER_COMPRESSED_BYTE:
+        msg = (
+            f"compressed image of {buffer.size} bytes declares {width}x{height} pixels, more "
+            f"than {MAX_PIXELS_PER_COMPRESSED_BYTE} per byte; its header is corrupt"
+        )
         raise CodecError(msg)
     try:
         bgr: Any = cv2.imdecode(buffer, cv2.IMREAD_COLOR)

@@ -606,7 +606,8 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from err
+        first = str(err).splitlines()[0]  # YAML errors quote the source over several lines
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({first})") from err
     return key.strip(), value
 
 

@@ -16,9 +16,14 @@ from panoptic_ros.results import FrameResult
 __all__ = ["colorize_panoptic", "draw_instance_boxes", "render_overlay"]
 
 
-def _instance_tints(count: int) -> npt.NDArray[np.int16]:
-    # Deterministic, well-spread tints (golden-ratio hue steps) so colours are stable per id.
-    steps = (np.arange(1, count + 1) * 0.618033988749895) % 1.0
+def _instance_tints(keys: list[int]) -> npt.NDArray[np.int16]:
+    """[len(keys), 3] int16 RGB tints of the given object ids.
+
+    Deterministic, well-spread tints (golden-ratio hue steps) so colours are stable per id.
+    Computed for the ids present only: track ids grow for as long as the node runs, and a
+    table up to the largest id made every frame slower and bigger over hours of uptime.
+    """
+    steps = ((np.asarray(keys, dtype=np.float64) + 1) * 0.618033988749895) % 1.0
     tints = np.stack(
         [
             np.cos(2 * np.pi * steps),
@@ -39,7 +44,7 @@ def colorize_panoptic(result: FrameResult, labels: LabelSpace) -> npt.NDArray[np
         # Tint by track id when a tracker ran, so an object keeps its colour across frames.
         keys = [inst.track_id or inst.index for inst in result.instances]
         tints = np.zeros((len(result.instances) + 1, 3), dtype=np.int16)
-        tints[1:] = _instance_tints(max(keys) + 1)[np.asarray(keys)]
+        tints[1:] = _instance_tints(keys)
         mask = ids > 0
         image[mask] = np.clip(image[mask].astype(np.int16) + tints[ids[mask]], 0, 255).astype(
             np.uint8
@@ -77,7 +82,7 @@ def render_overlay(
         ids = result.instance_ids
         keys = [inst.track_id or inst.index for inst in result.instances]
         tints = np.zeros((len(result.instances) + 1, 3), dtype=np.int16)
-        tints[1:] = _instance_tints(max(keys) + 1)[np.asarray(keys)][:, ::-1]
+        tints[1:] = _instance_tints(keys)[:, ::-1]
         mask = ids > 0
         colors[mask] = np.clip(colors[mask].astype(np.int16) + tints[ids[mask]], 0, 255).astype(
             np.uint8

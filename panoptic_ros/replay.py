@@ -360,8 +360,8 @@ def run_replay(
         The summary (also saved as ``summary.json``).
 
     Raises:
-        BagError: Unreadable bag, no or ambiguous image topic, output exists (without
-            ``overwrite``) or overlaps the input, or writing failed.
+        BagError: Unreadable bag, no or ambiguous image topic, a topic without messages,
+            output exists (without ``overwrite``) or overlaps the input, or writing failed.
         Exception: Whatever the pipeline raises besides ``CodecError`` aborts the replay;
             no output is left behind.
     """
@@ -373,6 +373,8 @@ def run_replay(
     with open_reader(bag) as reader:
         chosen = choose_image_topic(reader, topic)
         total = int(reader.topics[chosen].msgcount)
+        if total == 0:
+            raise BagError(f"topic {chosen!r} of {str(bag)!r} has no messages; nothing to replay")
         if config.max_frames:
             total = min(total, config.max_frames)
         staging = staging_path(output_dir)
@@ -396,6 +398,10 @@ def run_replay(
                 progress=progress,
                 config_dump=config_dump,
             )
+            if summary.frames + summary.skipped == 0:
+                raise BagError(
+                    f"no message of {chosen!r} could be read from {str(bag)!r}; nothing written"
+                )
             publish_folder(staging, output_dir, overwrite=overwrite)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

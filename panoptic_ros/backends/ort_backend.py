@@ -35,6 +35,40 @@ def _fixed_hw(shape: list[Any]) -> tuple[int, int] | None:
     return None
 
 
+def _check_external_data(model_path: Path) -> None:
+    """Refuse external data outside the model's folder before ONNX Runtime reads any.
+
+    Recent ONNX Runtime releases refuse such paths themselves; older ones (still common in
+    Jetson wheels) do not. Without the ``onnx`` package the check is left to ONNX Runtime.
+
+    Raises:
+        ModelFileError: An external-data location escapes the folder, or the file is not ONNX.
+    """
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        logger.debug("onnx is not installed; external data paths are checked by onnxruntime")
+        return
+    from panoptic_ros.export.onnx_export import check_external_data
+
+    check_external_data(model_path)
+
+
+def _check_class_count(session: Any, metadata: ModelMetadata, model_path: Path) -> None:
+    """Refuse a model whose ``semantic_logits`` channels differ from its metadata's classes.
+
+    Raises:
+        ModelFileError: The output has a fixed channel count other than the label space's.
+    """
+    shape = next(o.shape for o in session.get_outputs() if o.name == HEAD_OUTPUTS[0])
+    channels = shape[1] if len(shape) == 4 else None
+    if isinstance(channels, int) and channels != metadata.labels.num_classes:
+        raise ModelFileError(
+            f"ONNX model {str(model_path)!r} outputs {channels} classes but its metadata names "
+            f"{metadata.labels.num_classes}; re-export it with matching labels"
+        )
+
+
 class OnnxRuntimeBackend:
     """Runs a ``heads``-contract ONNX model with ONNX Runtime.
 
@@ -76,6 +110,7 @@ class OnnxRuntimeBackend:
                 f"device {device!r} requested but onnxruntime has no CUDA provider "
                 f"(available: {', '.join(available)}); install onnxruntime-gpu or use device cpu"
             )
+        _check_external_data(model_path)
         try:
             self._session = ort.InferenceSession(str(model_path), options, providers=providers)
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
@@ -106,6 +141,8 @@ class OnnxRuntimeBackend:
                 f"ONNX model {str(model_path)!r} lacks outputs {missing} of the "
                 f"{self.metadata.contract.value} contract (has {outputs})"
             )
+        if not self.fused:
+            _check_class_count(self._session, self.metadata, model_path)
         self.input_hw = resolve_network_hw(
             self.metadata, network_hw, _fixed_hw(inputs[0].shape), str(model_path)
         )

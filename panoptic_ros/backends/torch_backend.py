@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from panoptic_ros.backends.base import BackendRequest, resolve_network_hw
 from panoptic_ros.contract import ModelMetadata
-from panoptic_ros.errors import BackendError
+from panoptic_ros.errors import BackendError, ModelFileError
 from panoptic_ros.results import HeadOutputs
 
 if TYPE_CHECKING:
@@ -115,6 +115,12 @@ class TorchBackend:
         from panoptic_ros.modeling.checkpoint import load_checkpoint
 
         network, metadata, _ = load_checkpoint(checkpoint)
+        classes = getattr(network, "architecture", {}).get("num_classes")
+        if classes is not None and classes != metadata.labels.num_classes:
+            raise ModelFileError(
+                f"checkpoint {str(checkpoint)!r} outputs {classes} classes but its metadata "
+                f"names {metadata.labels.num_classes}; save it again with matching labels"
+            )
         return cls(network, metadata, model_path=checkpoint, **kwargs)
 
     @classmethod

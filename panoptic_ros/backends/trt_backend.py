@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from panoptic_ros.backends.base import BackendRequest, resolve_network_hw
 from panoptic_ros.contract import HEAD_OUTPUTS, INPUT_NAME, ModelMetadata
-from panoptic_ros.errors import BackendError, EngineError
+from panoptic_ros.errors import BackendError, EngineError, ModelFileError
 from panoptic_ros.results import HeadOutputs
 
 __all__ = ["TensorRTBackend"]
@@ -174,6 +174,12 @@ class TensorRTBackend:
             )
         if self._engine.get_tensor_mode(INPUT_NAME) != trt.TensorIOMode.INPUT:
             raise EngineError(f"engine {engine_path}: 'image' is not an input")
+        channels = int(self._engine.get_tensor_shape(HEAD_OUTPUTS[0])[1])  # -1 when dynamic
+        if channels > 0 and channels != metadata.labels.num_classes:
+            raise ModelFileError(
+                f"engine {engine_path} outputs {channels} classes but the model's metadata "
+                f"names {metadata.labels.num_classes}; re-export the model with matching labels"
+            )
         self._context = self._engine.create_execution_context()
         self._trt = trt
         self._buffers: dict[str, Any] = {}
