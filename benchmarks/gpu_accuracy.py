@@ -31,8 +31,9 @@ def main() -> None:
     report: dict[str, object] = {"gpu": torch.cuda.get_device_name(0), "scenes": count}
     for precision in ("fp32", "fp16"):
         backend = TorchBackend.from_checkpoint(checkpoint, device="cuda", precision=precision)
-        pipeline = PanopticPipeline(backend, backend.metadata.labels.with_drivable(["road"]),
-                                    FusionParams())
+        pipeline = PanopticPipeline(
+            backend, backend.metadata.labels.with_drivable(["road"]), FusionParams()
+        )
         result = evaluate_pipeline(pipeline, scenes)
         report[f"pq_{precision}"] = result.summary["all"]["pq"]
         report[f"miou_{precision}"] = result.miou
