@@ -12,7 +12,9 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 PACKAGE = "panoptic_ros"
-HERE = Path(__file__).parent
+# resolve(): colcon --symlink-install runs a symlink to this file from the build folder,
+# where only the packages and data files are linked, not README.md.
+HERE = Path(__file__).resolve().parent
 
 
 def share_files(folder: str) -> list[tuple[str, list[str]]]:
