@@ -41,6 +41,7 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.clock import Clock, ClockType
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs import msg as sensor_msgs_msg
@@ -237,7 +238,17 @@ class PanopticNode(Node):
                 raise ConfigError(f"parameter {spec.name}: {err}") from err
 
     def _config_from_parameters(self) -> Config:
-        values = {name: self.get_parameter(name).value for name in self._specs}
+        values = {}
+        for name, spec in self._specs.items():
+            try:
+                values[name] = self.get_parameter(name).value
+            except ParameterUninitializedException as err:
+                # `-p name:=[]` gives a parameter without a type (rcl cannot type an empty
+                # list), and reading it raises: it means the empty list, which the config
+                # validator accepts or refuses with its own one-line reason.
+                if not isinstance(spec.default, tuple):
+                    raise ConfigError(f"{name} has no value") from err
+                values[name] = []
         return config_from_flat(values)
 
     def _on_set_parameters(self, parameters: list[Any]) -> SetParametersResult:

@@ -412,6 +412,17 @@ def test_invalid_parameters_fail_at_startup(ros: Any, name: str, value: Any, mat
         make_node(ros, FakePipeline(), **{name: value})
 
 
+def test_empty_list_on_the_command_line(ros: Any) -> None:
+    """``-p name:=[]`` declares the parameter without a type (as rcl does): read as []."""
+    node = make_node(ros, FakePipeline(), **{"labels.drivable_classes": None})
+    try:
+        assert node.config.labels.drivable_classes == ()
+    finally:
+        node.destroy_node()
+    with pytest.raises(ConfigError, match="at least one camera"):
+        make_node(ros, FakePipeline(), **{"node.camera_names": None})
+
+
 def test_runtime_parameter_changes_are_validated(ros: Any) -> None:
     from rclpy.parameter import Parameter
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from rclpy.exceptions import (
     InvalidParameterValueException,
     ParameterAlreadyDeclaredException,
     ParameterNotDeclaredException,
+    ParameterUninitializedException,
 )
 from rclpy.graph import GRAPH
 from rclpy.logging import Logger
@@ -76,7 +78,7 @@ class Node:
         self._namespace = namespace if namespace else "/"
         if not self._namespace.startswith("/"):
             self._namespace = "/" + self._namespace
-        self._overrides = {p.name: p.value for p in parameter_overrides or []}
+        self._overrides = {p.name: p for p in parameter_overrides or []}
         self._parameters: dict[str, Parameter] = {}
         self._descriptors: dict[str, Any] = {}  # read by tests
         self._callbacks: list[Callable[[list[Parameter]], Any]] = []
@@ -100,20 +102,51 @@ class Node:
     def get_clock(self) -> Clock:
         return self._clock
 
-    # parameters
-    def _check(self, name: str, value: Any, descriptor: Any) -> None:
-        for value_range in descriptor.floating_point_range:
-            if not value_range.from_value <= value <= value_range.to_value:
-                raise InvalidParameterValueException(
-                    f"Invalid parameter value ({value}) for parameter '{name}'. "
-                    f"Reason: not in range [{value_range.from_value}, {value_range.to_value}]"
+    # parameters: the checks and reasons of rclpy/node.py (Jazzy) _apply_descriptor
+    def _apply_descriptor(
+        self, parameter: Parameter, descriptor: Any, check_read_only: bool = True
+    ) -> Any:
+        from rcl_interfaces.msg import SetParametersResult
+
+        def refused(reason: str) -> Any:
+            return SetParametersResult(successful=False, reason=reason)
+
+        if check_read_only and descriptor.read_only:
+            return refused(f"Trying to set a read-only parameter: {parameter.name}.")
+        if parameter.type_ != Parameter.Type.NOT_SET and parameter.type_ != descriptor.type:
+            expected = Parameter.Type(descriptor.type).name
+            given = parameter.type_.name
+            return refused(f"Wrong parameter type, expected 'Type.{expected}' got 'Type.{given}'")
+        value = parameter.value
+        if parameter.type_ == Parameter.Type.INTEGER and descriptor.integer_range:
+            # Only the first range counts; the ends are always allowed, then the step.
+            bounds = descriptor.integer_range[0]
+            low = min(bounds.from_value, bounds.to_value)
+            high = max(bounds.from_value, bounds.to_value)
+            if value in (low, high):
+                return SetParametersResult(successful=True)
+            if not low < value < high:
+                return refused(
+                    f"Parameter {parameter.name} out of range. "
+                    f"Min: {low}, Max: {high}, value: {value}"
                 )
-        for value_range in descriptor.integer_range:
-            if not value_range.from_value <= value <= value_range.to_value:
-                raise InvalidParameterValueException(
-                    f"Invalid parameter value ({value}) for parameter '{name}'. "
-                    f"Reason: not in range [{value_range.from_value}, {value_range.to_value}]"
+            if bounds.step != 0 and (value - low) % bounds.step != 0:
+                return refused(
+                    f"The parameter value for {parameter.name} is not a valid step. "
+                    f"Min: {low}, max: {high}, value: {value}, step: {bounds.step}"
                 )
+        if parameter.type_ == Parameter.Type.DOUBLE and descriptor.floating_point_range:
+            bounds = descriptor.floating_point_range[0]
+            low = min(bounds.from_value, bounds.to_value)
+            high = max(bounds.from_value, bounds.to_value)
+            if math.isclose(value, low, rel_tol=1e-6) or math.isclose(value, high, rel_tol=1e-6):
+                return SetParametersResult(successful=True)
+            if not low < value < high:
+                return refused(
+                    f"Parameter {parameter.name} out of range "
+                    f"Min: {low}, Max: {high}, value: {value}"
+                )
+        return SetParametersResult(successful=True)
 
     def declare_parameter(
         self, name: str, value: Any = None, descriptor: Any = None, ignore_override: bool = False
@@ -121,21 +154,24 @@ class Node:
         from rcl_interfaces.msg import ParameterDescriptor
 
         if name in self._parameters:
-            raise ParameterAlreadyDeclaredException(name)
+            raise ParameterAlreadyDeclaredException([name])
         descriptor = descriptor if descriptor is not None else ParameterDescriptor()
-        default_type = Parameter.Type.from_parameter_value(value)
+        descriptor.type = int(Parameter.Type.from_parameter_value(value))
+        parameter = Parameter(name, value=value)
         if name in self._overrides and not ignore_override:
-            value = self._overrides[name]
-            if Parameter.Type.from_parameter_value(value) != default_type and not (
-                default_type == Parameter.Type.STRING_ARRAY and value == []
-            ):
+            # An override of type NOT_SET (`-p name:=[]` on the command line) declares the
+            # parameter without a value; get_parameter() then raises.
+            parameter = self._overrides[name]
+        result = self._apply_descriptor(parameter, descriptor, check_read_only=False)
+        if not result.successful:
+            if result.reason.startswith("Wrong parameter type"):
                 raise InvalidParameterTypeException(
-                    f"Trying to set parameter '{name}' to '{value}' of type "
-                    f"'{Parameter.Type.from_parameter_value(value).name}', expecting type "
-                    f"'{default_type.name}'"
+                    name,
+                    parameter.value,
+                    Parameter.Type.from_parameter_value(parameter.value).name,
+                    Parameter.Type(descriptor.type).name,
                 )
-        self._check(name, value, descriptor)
-        parameter = Parameter(name, default_type, value)
+            raise InvalidParameterValueException(name, parameter.value, result.reason)
         self._parameters[name] = parameter
         self._descriptors[name] = descriptor
         return parameter
@@ -143,6 +179,8 @@ class Node:
     def get_parameter(self, name: str) -> Parameter:
         if name not in self._parameters:
             raise ParameterNotDeclaredException(name)
+        if self._parameters[name].type_ == Parameter.Type.NOT_SET:
+            raise ParameterUninitializedException(name)
         return self._parameters[name]
 
     def add_on_set_parameters_callback(self, callback: Callable[[list[Parameter]], Any]) -> None:
@@ -155,30 +193,9 @@ class Node:
         for parameter in parameters:
             if parameter.name not in self._parameters:
                 raise ParameterNotDeclaredException(parameter.name)
-            current = self._parameters[parameter.name]
-            descriptor = self._descriptors[parameter.name]
-            if descriptor.read_only:
-                results.append(
-                    SetParametersResult(
-                        successful=False,
-                        reason="Trying to set a read-only parameter: " + parameter.name,
-                    )
-                )
-                continue
-            if parameter.type_ != current.type_:
-                results.append(
-                    SetParametersResult(
-                        successful=False,
-                        reason=f"Wrong parameter type, parameter {{{parameter.name}}} is of "
-                        f"type {{{current.type_.name}}}, setting it to "
-                        f"{{{parameter.type_.name}}} is not allowed.",
-                    )
-                )
-                continue
-            try:
-                self._check(parameter.name, parameter.value, descriptor)
-            except InvalidParameterValueException as err:
-                results.append(SetParametersResult(successful=False, reason=str(err)))
+            result = self._apply_descriptor(parameter, self._descriptors[parameter.name])
+            if not result.successful:
+                results.append(result)
                 continue
             result = SetParametersResult(successful=True)
             for callback in self._callbacks:

@@ -32,11 +32,14 @@ class Parameter:
             if isinstance(value, str):
                 return cls.STRING
             if isinstance(value, (list, tuple)):
-                if all(isinstance(v, bool) for v in value) and value:
+                # rclpy's order: an empty list is a BYTE_ARRAY (all() of nothing is True).
+                if all(isinstance(v, bytes) for v in value):
+                    return cls.BYTE_ARRAY
+                if all(isinstance(v, bool) for v in value):
                     return cls.BOOL_ARRAY
-                if all(isinstance(v, int) and not isinstance(v, bool) for v in value) and value:
+                if all(isinstance(v, int) for v in value):
                     return cls.INTEGER_ARRAY
-                if all(isinstance(v, float) for v in value) and value:
+                if all(isinstance(v, float) for v in value):
                     return cls.DOUBLE_ARRAY
                 if all(isinstance(v, str) for v in value):
                     return cls.STRING_ARRAY
