@@ -273,7 +273,9 @@ def test_outputs_follow_the_contract(ros: Any) -> None:
         rgb = np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)
         frame = image_message(rgb, encoding="bgr8")
         probe.image_pub.publish(frame)
-        wait_for(lambda: len(outputs["instances"]) == 1)
+        # Outputs go out one after another: wait for the last image-plane one too.
+        image_plane = ("drivable_mask", "semantic", "instance_ids", "instances", "overlay")
+        wait_for(lambda: all(len(outputs[name]) == 1 for name in image_plane))
         mask = np.frombuffer(outputs["drivable_mask"][0].data, np.uint8).reshape(60, 80)
         assert np.all(mask[:, :20] == 255)
         assert np.all(mask[:, 40:] == 0)
