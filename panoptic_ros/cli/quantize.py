@@ -30,6 +30,8 @@ Examples:
   panoptic-ros quantize models/panoptic_lite0_synthetic.onnx \
       --calibration samples/synthetic_street -o quantized
   panoptic-ros quantize city.onnx --calibration /data/calib --frames 256 --dla -o city_q --eval 50
+  panoptic-ros quantize city.onnx --calibration /data/calib --keep-float /backbone/stem/ \
+      --keep-float /backbone/stages.0/ -o city_q
 """
 
 
@@ -55,6 +57,18 @@ def register(subparsers: Any) -> None:
         choices=["percentile", "minmax", "entropy"],
         default="percentile",
         help="activation range calibration (default percentile 99.999)",
+    )
+    parser.add_argument(
+        "--keep-float",
+        action="append",
+        metavar="PATTERN",
+        help="leave nodes whose name contains PATTERN in float (repeatable; default: the"
+        " backbone's first block, '/backbone/stages.0/', which costs 7 PQ points in INT8)",
+    )
+    parser.add_argument(
+        "--quantize-all",
+        action="store_true",
+        help="quantise every node but the three output convolutions",
     )
     parser.add_argument(
         "--input-size",
@@ -107,7 +121,12 @@ def run(args: argparse.Namespace) -> int:
     """Run ``quantize``."""
     from panoptic_ros.errors import ConfigError
     from panoptic_ros.export.onnx_export import check_onnx_contract
-    from panoptic_ros.export.quantize import calibration_frames, convert_fp16, quantize_int8
+    from panoptic_ros.export.quantize import (
+        DEFAULT_FLOAT_PATTERNS,
+        calibration_frames,
+        convert_fp16,
+        quantize_int8,
+    )
 
     if args.frames < 1:
         raise ConfigError("--frames must be at least 1")
@@ -127,7 +146,12 @@ def run(args: argparse.Namespace) -> int:
     frames = calibration_frames(args.calibration, input_hw, args.frames)
     print(f"calibrating INT8 on {len(frames)} frames of {args.calibration} ({args.method})")
     outputs["int8"] = args.output / f"{stem}.int8.onnx"
-    quantize_int8(args.model, outputs["int8"], frames, method=args.method)
+    if args.quantize_all and args.keep_float:
+        raise ConfigError("--quantize-all and --keep-float exclude each other")
+    keep_float = () if args.quantize_all else tuple(args.keep_float or DEFAULT_FLOAT_PATTERNS)
+    quantize_int8(
+        args.model, outputs["int8"], frames, method=args.method, exclude_patterns=keep_float
+    )
     print(f"wrote {len(outputs) - 1} models in {time.monotonic() - started:.0f} s")
 
     rows: list[list[object]] = []
