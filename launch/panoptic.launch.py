@@ -5,17 +5,48 @@ Examples:
   ros2 launch panoptic_ros panoptic.launch.py image_topic:=/front_camera/image_raw
   ros2 launch panoptic_ros panoptic.launch.py params_file:=/path/vehicle.yaml rviz:=true
   ros2 launch panoptic_ros panoptic.launch.py model_file_path:=/models/city.onnx backend:=tensorrt
+
+The camera, transport, model and backend arguments are empty by default: the params file
+decides, and an argument overrides it only when given (panoptic_ros.launch_arguments).
 """
 
 from __future__ import annotations
 
-from launch.actions import DeclareLaunchArgument
+from typing import Any
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-from launch import LaunchDescription
+from launch import LaunchContext, LaunchDescription
+from panoptic_ros.launch_arguments import (
+    FROM_PARAMS_FILE,
+    PARAMETER_ARGUMENTS,
+    node_parameter_overrides,
+)
+
+
+def _node(context: LaunchContext, *_: Any) -> list[Node]:
+    """The node, given the params file and only the overriding arguments actually set."""
+    given = {name: LaunchConfiguration(name).perform(context) for name in PARAMETER_ARGUMENTS}
+    use_sim_time = LaunchConfiguration("use_sim_time").perform(context) == "true"
+    return [
+        Node(
+            package="panoptic_ros",
+            executable="panoptic_node",
+            name="panoptic_node",
+            namespace=LaunchConfiguration("namespace"),
+            output="screen",
+            emulate_tty=True,
+            # Later entries win: the overrides hold only what the user gave.
+            parameters=[
+                LaunchConfiguration("params_file"),
+                {"use_sim_time": use_sim_time, **node_parameter_overrides(given)},
+            ],
+        )
+    ]
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -24,15 +55,17 @@ def generate_launch_description() -> LaunchDescription:
     arguments = [
         DeclareLaunchArgument(
             "image_topic",
-            default_value="/camera/image_raw",
-            description="input image topic of the first camera (node.image_topics in the "
-            "params file sets several); compressed transport appends /compressed",
+            default_value=FROM_PARAMS_FILE,
+            description="input image topic of a single camera, overriding node.image_topics "
+            "(empty: the params file's, by default /camera/image_raw); compressed transport "
+            "appends /compressed",
         ),
         DeclareLaunchArgument(
             "input_transport",
-            default_value="raw",
-            choices=["raw", "compressed"],
-            description="sensor_msgs/Image (raw) or sensor_msgs/CompressedImage (compressed)",
+            default_value=FROM_PARAMS_FILE,
+            choices=[FROM_PARAMS_FILE, "raw", "compressed"],
+            description="sensor_msgs/Image (raw) or sensor_msgs/CompressedImage (compressed); "
+            "empty: the params file's (by default raw)",
         ),
         DeclareLaunchArgument(
             "params_file",
@@ -41,19 +74,22 @@ def generate_launch_description() -> LaunchDescription:
         ),
         DeclareLaunchArgument(
             "model_file_path",
-            default_value="",
-            description="ONNX model; empty = the bundled demo model (synthetic data only)",
+            default_value=FROM_PARAMS_FILE,
+            description="ONNX model; empty: the params file's (by default the bundled demo "
+            "model, trained on synthetic data only)",
         ),
         DeclareLaunchArgument(
             "engine_file_path",
-            default_value="",
-            description="TensorRT plan; empty = built from the model into the engine cache",
+            default_value=FROM_PARAMS_FILE,
+            description="TensorRT plan; empty: the params file's (by default built from the "
+            "model into the engine cache)",
         ),
         DeclareLaunchArgument(
             "backend",
-            default_value="auto",
-            choices=["auto", "tensorrt", "onnxruntime", "torch"],
-            description="inference backend; auto = TensorRT > torch CUDA > ONNX Runtime",
+            default_value=FROM_PARAMS_FILE,
+            choices=[FROM_PARAMS_FILE, "auto", "tensorrt", "onnxruntime", "torch"],
+            description="inference backend; auto = TensorRT > torch CUDA > ONNX Runtime; "
+            "empty: the params file's (by default auto)",
         ),
         DeclareLaunchArgument(
             "namespace",
@@ -73,27 +109,6 @@ def generate_launch_description() -> LaunchDescription:
             description="also open RViz with rviz/panoptic.rviz",
         ),
     ]
-    node = Node(
-        package="panoptic_ros",
-        executable="panoptic_node",
-        name="panoptic_node",
-        namespace=LaunchConfiguration("namespace"),
-        output="screen",
-        emulate_tty=True,
-        parameters=[
-            LaunchConfiguration("params_file"),
-            {
-                "use_sim_time": LaunchConfiguration("use_sim_time"),
-                "model.model_file_path": LaunchConfiguration("model_file_path"),
-                "model.engine_file_path": LaunchConfiguration("engine_file_path"),
-                "backend.name": LaunchConfiguration("backend"),
-                # A list of substitution lists: launch_ros makes it a string array (a flat
-                # list of substitutions would be joined into one string).
-                "node.image_topics": [[LaunchConfiguration("image_topic")]],
-                "node.input_transport": LaunchConfiguration("input_transport"),
-            },
-        ],
-    )
     rviz = Node(
         package="rviz2",
         executable="rviz2",
@@ -102,4 +117,4 @@ def generate_launch_description() -> LaunchDescription:
         parameters=[{"use_sim_time": LaunchConfiguration("use_sim_time")}],
         condition=IfCondition(LaunchConfiguration("rviz")),
     )
-    return LaunchDescription([*arguments, node, rviz])
+    return LaunchDescription([*arguments, OpaqueFunction(function=_node), rviz])

@@ -16,6 +16,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
+from panoptic_ros.launch_arguments import FROM_PARAMS_FILE
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -29,14 +30,15 @@ def generate_launch_description() -> LaunchDescription:
         ),
         DeclareLaunchArgument(
             "image_topic",
-            default_value="/camera/image_raw",
-            description="image topic in the bag (without /compressed)",
+            default_value=FROM_PARAMS_FILE,
+            description="image topic in the bag (without /compressed); empty: the params "
+            "file's node.image_topics (by default /camera/image_raw)",
         ),
         DeclareLaunchArgument(
             "input_transport",
-            default_value="raw",
-            choices=["raw", "compressed"],
-            description="raw Image or CompressedImage topic",
+            default_value=FROM_PARAMS_FILE,
+            choices=[FROM_PARAMS_FILE, "raw", "compressed"],
+            description="raw Image or CompressedImage topic; empty: the params file's",
         ),
         DeclareLaunchArgument(
             "params_file",

@@ -1,0 +1,46 @@
+"""Which launch arguments become node parameters, and how (ROS-free, used by the launch files).
+
+``ros2 launch`` hands a node its parameters in order, and a later source wins: a dictionary of
+argument values placed after ``params_file`` would override every value of that file, even
+when the user never typed the argument (its default is still a value). So each argument
+that maps onto a parameter defaults to the empty string, which means "as the params file
+says", and only the arguments actually given are passed on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = ["FROM_PARAMS_FILE", "PARAMETER_ARGUMENTS", "node_parameter_overrides"]
+
+# The value of an argument the user did not give: keep the params file's value.
+FROM_PARAMS_FILE = ""
+
+# launch argument -> dotted node parameter it overrides.
+PARAMETER_ARGUMENTS: Mapping[str, str] = {
+    "image_topic": "node.image_topics",
+    "input_transport": "node.input_transport",
+    "model_file_path": "model.model_file_path",
+    "engine_file_path": "model.engine_file_path",
+    "backend": "backend.name",
+}
+
+
+def node_parameter_overrides(arguments: Mapping[str, str]) -> dict[str, str | list[str]]:
+    """Map the launch arguments that were given onto node parameters.
+
+    Args:
+        arguments: Launch argument name -> its performed value (``FROM_PARAMS_FILE`` when not
+            given); names outside ``PARAMETER_ARGUMENTS`` are ignored.
+
+    Returns:
+        Dotted parameter name -> value, only for arguments with a value. ``image_topic`` gives
+        a one-camera ``node.image_topics`` list.
+    """
+    overrides: dict[str, str | list[str]] = {}
+    for argument, parameter in PARAMETER_ARGUMENTS.items():
+        value = arguments.get(argument, FROM_PARAMS_FILE).strip()
+        if value == FROM_PARAMS_FILE:
+            continue
+        overrides[parameter] = [value] if argument == "image_topic" else value
+    return overrides
