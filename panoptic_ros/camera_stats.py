@@ -75,6 +75,11 @@ class CameraStats:
         self.last_error = ""
         self.last_input_ns: int | None = None
         self.started_ns: int | None = None
+        # Monotonic times of problems (frames lost or not), to grade only the recent ones.
+        self._problems: collections.deque[int] = collections.deque(maxlen=max_samples)
+        # (time, received_total, dropped_total) at each health() call: the drop share of
+        # the window, so a burst long past does not keep the camera at WARN.
+        self._totals: collections.deque[tuple[int, int, int]] = collections.deque(maxlen=256)
 
     def record_input(self, received_ns: int) -> None:
         """A message arrived (before the mailbox decides whether it is dropped)."""
@@ -100,11 +105,23 @@ class CameraStats:
         latency_ms = (published_ns - received_ns) / 1e6
         self._outputs.append((published_ns, latency_ms, stamp_age_ms))
 
-    def record_error(self, kind: str, message: str) -> None:
-        """A frame could not be processed (bad encoding, backend failure ...)."""
-        self.errors_total += 1
+    def record_error(
+        self, kind: str, message: str, *, now_ns: int, frame_lost: bool = True
+    ) -> None:
+        """A problem with a frame (bad encoding, backend failure, non-finite outputs ...).
+
+        Args:
+            kind: Short name, reported as ``errors_<kind>``.
+            message: One line saying what went wrong.
+            now_ns: Monotonic time of the problem.
+            frame_lost: False when the frame was still published (counted in
+                ``errors_<kind>`` but not in ``frames_failed``).
+        """
+        if frame_lost:
+            self.errors_total += 1
         self.errors_by_kind[kind] += 1
         self.last_error = message
+        self._problems.append(now_ns)
 
     def _rate_hz(self, times_ns: list[int], now_ns: int) -> float:
         recent = [t for t in times_ns if now_ns - t <= self.window_ns]
@@ -131,7 +148,8 @@ class CameraStats:
             else (float("nan"), float("nan"))
         )
         age_p50 = float(np.percentile(ages, 50)) if ages.size else float("nan")
-        drop_ratio = self.dropped_total / self.received_total if self.received_total else 0.0
+        drop_ratio = self._window_drop_ratio(now_ns)
+        recent_problems = sum(1 for t in self._problems if now_ns - t <= self.window_ns)
 
         level, reasons = HealthLevel.OK, []
         silent_s = (
@@ -151,9 +169,16 @@ class CameraStats:
         if drop_ratio > thresholds.drop_ratio_warn:
             level = max(level, HealthLevel.WARN)
             reasons.append(f"{drop_ratio:.0%} of frames dropped (model slower than camera)")
-        if self.errors_total and self.last_error:
+        window_s = self.window_ns / _NS_PER_S
+        if recent_problems:
             level = max(level, HealthLevel.WARN)
-            reasons.append(f"{self.errors_total} bad frames, last: {self.last_error}")
+            reasons.append(
+                f"{recent_problems} bad frames in the last {window_s:.0f} s, "
+                f"last: {self.last_error}"
+            )
+        if self._stalled(now_ns, recent):
+            level = HealthLevel.ERROR
+            reasons.append(f"frames arrive but nothing was published in {window_s:.0f} s")
 
         values = (
             ("input_rate_hz", f"{input_hz:.2f}"),
@@ -172,6 +197,24 @@ class CameraStats:
         )
         return CameraHealth(level, "; ".join(reasons) or "ok", values)
 
+    def _window_drop_ratio(self, now_ns: int) -> float:
+        """Share of the frames received in the window that were dropped."""
+        self._totals.append((now_ns, self.received_total, self.dropped_total))
+        base_received, base_dropped = 0, 0
+        for t, received, dropped in self._totals:
+            if now_ns - t <= self.window_ns:
+                break
+            base_received, base_dropped = received, dropped
+        received = self.received_total - base_received
+        return (self.dropped_total - base_dropped) / received if received > 0 else 0.0
+
+    def _stalled(self, now_ns: int, recent_outputs: list[tuple[int, float, float]]) -> bool:
+        """Input keeps arriving, has for a whole window, and no output went out in it."""
+        if self.last_input_ns is None or self.started_ns is None or recent_outputs:
+            return False
+        inputs_recent = now_ns - self.last_input_ns <= self.window_ns
+        return inputs_recent and now_ns - self.started_ns > self.window_ns
+
 
 class LogThrottle:
     """At most one log line per key in ``period_s`` (a broken camera cannot flood the log).
@@ -184,6 +227,10 @@ class LogThrottle:
         self.period_ns = int(period_s * _NS_PER_S)
         self._last: dict[str, int] = {}
         self.suppressed: collections.Counter[str] = collections.Counter()
+
+    def set_period(self, period_s: float) -> None:
+        """Change the period from now on; the counts of held-back lines are kept."""
+        self.period_ns = int(period_s * _NS_PER_S)
 
     def ready(self, key: str, now_ns: int) -> bool:
         """True if a line for ``key`` may be logged now (and records that it was)."""

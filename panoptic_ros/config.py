@@ -287,7 +287,10 @@ class NodeConfig:
     )
     publish_overlay: bool = setting(True, "publish <camera>/overlay (bgr8, for RViz)")
     publish_drivable_grid: bool = setting(
-        False, "publish <camera>/drivable_grid (nav_msgs/OccupancyGrid; needs CameraInfo and TF)"
+        False,
+        "publish <camera>/drivable_grid (nav_msgs/OccupancyGrid; needs CameraInfo and TF, "
+        "which are subscribed at start-up)",
+        read_only=True,
     )
     track_min_overlap: float = setting(
         0.3,

@@ -17,6 +17,7 @@ __all__ = [
     "EvaluationError",
     "ModelFileError",
     "PanopticError",
+    "first_line",
 ]
 
 
@@ -50,3 +51,16 @@ class BagError(PanopticError):
 
 class EvaluationError(PanopticError):
     """Predictions or ground truth for evaluation are inconsistent or unreadable."""
+
+
+def first_line(err: BaseException | str) -> str:
+    """The first non-empty line of an exception's (or a message's) text.
+
+    Foreign libraries (ONNX Runtime, CUDA, YAML parsers) put tracebacks and source excerpts
+    into their messages; a log line or a one-line error keeps only the first line. An
+    exception without text gives its type's name.
+    """
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    if lines:
+        return lines[0].strip()
+    return "" if isinstance(err, str) else type(err).__name__

@@ -21,6 +21,7 @@ Everything it does is delegated to ROS-free modules; this file only wires them t
 from __future__ import annotations
 
 import array
+import difflib
 import functools
 import logging
 import threading
@@ -56,7 +57,7 @@ from panoptic_ros.config import (
     config_fields,
     config_from_flat,
 )
-from panoptic_ros.errors import CodecError, ConfigError, PanopticError
+from panoptic_ros.errors import CodecError, ConfigError, PanopticError, first_line
 from panoptic_ros.fusion import FusionParams
 from panoptic_ros.ground_grid import CameraModel, GridSpec, project_drivable_grid, transform_matrix
 from panoptic_ros.latest_frame import Delivery, LatestFrameMailbox
@@ -68,6 +69,9 @@ from panoptic_ros.tracking import InstanceTracker
 __all__ = ["PanopticNode", "main"]
 
 NODE_NAME = "panoptic_node"
+# Parameters rclpy itself or the middleware layer declares; never ours to warn about.
+_FOREIGN_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service"})
+_FOREIGN_PARAMETER_PREFIXES = ("qos_overrides.",)
 _NS_PER_S = 1_000_000_000
 _INT64_MAX = 2**63 - 1
 
@@ -181,6 +185,7 @@ class PanopticNode(Node):
         }
         self._lock = threading.Lock()
         self._declare_parameters()
+        self._warn_about_unknown_parameters()
         self.config = self._config_from_parameters()
         self._classes = MessageClasses.from_modules(
             builtin_interfaces=builtin_interfaces_msg,
@@ -237,6 +242,21 @@ class PanopticNode(Node):
             except Exception as err:  # rclpy raises several ParameterException kinds
                 raise ConfigError(f"parameter {spec.name}: {err}") from err
 
+    def _warn_about_unknown_parameters(self) -> None:
+        """Name the given parameters this node does not have (a typo is ignored by rclpy)."""
+        given = getattr(self, "_parameter_overrides", {})  # rclpy.node.Node keeps them here
+        unknown = sorted(
+            name
+            for name in given
+            if name not in self._specs
+            and name not in _FOREIGN_PARAMETERS
+            and not name.startswith(_FOREIGN_PARAMETER_PREFIXES)
+        )
+        for name in unknown:
+            close = difflib.get_close_matches(name, self._specs, n=1)
+            hint = f"; did you mean {close[0]}?" if close else "; see config/panoptic.yaml"
+            self.get_logger().warning(f"parameter {name} is not a setting of this node{hint}")
+
     def _config_from_parameters(self) -> Config:
         values = {}
         for name, spec in self._specs.items():
@@ -273,6 +293,7 @@ class PanopticNode(Node):
             self.pipeline.labels = labels
             self.pipeline.fusion = FusionParams.from_config(config.fusion)
             self._thresholds = self._health_thresholds(config)
+            self._throttle.set_period(config.node.log_throttle_s)
             for camera in self._cameras.values():
                 camera.tracker.min_iou = config.node.track_min_overlap
                 self._sync_publishers(camera)
@@ -378,10 +399,37 @@ class PanopticNode(Node):
             (self.get_logger().error if error else self.get_logger().warning)(message + suffix)
 
     def process(self, delivery: Delivery[Any]) -> None:
-        """Segment one frame and publish its outputs; never raises (errors are counted)."""
+        """Segment one frame and publish its outputs; never raises (errors are counted).
+
+        Any failure costs this frame only: it is counted in the camera's diagnostics and
+        said in one throttled line, and the worker goes on with the next frame.
+        """
         camera = self._cameras[delivery.camera]
-        message = delivery.message
         camera.stats.record_drops(self._mailbox.dropped(camera.name))
+        try:
+            self._process_frame(camera, delivery)
+        except CodecError as err:
+            self._problem(camera, "codec", f"frame skipped: {err}")
+        except PanopticError as err:
+            self._problem(camera, "backend", f"inference failed: {err}", error=True)
+        except Exception as err:
+            self._problem(
+                camera,
+                "internal",
+                f"unexpected {type(err).__name__} while processing: {first_line(err)}",
+                error=True,
+            )
+
+    def _problem(
+        self, camera: _Camera, kind: str, text: str, *, error: bool = False, lost: bool = True
+    ) -> None:
+        """Count a problem of one camera's frame and say it in one throttled line."""
+        text = first_line(text)
+        camera.stats.record_error(kind, text, now_ns=time.monotonic_ns(), frame_lost=lost)
+        self._warn(f"{camera.name}:{kind}", f"{camera.name}: {text}", error=error)
+
+    def _process_frame(self, camera: _Camera, delivery: Delivery[Any]) -> None:
+        message = delivery.message
         with self._lock:
             wanted = {
                 name
@@ -393,26 +441,15 @@ class PanopticNode(Node):
                 and camera.grid_publisher.get_subscription_count() > 0
             )
             config = self.config
-        try:
-            image, result = self.pipeline.process_message(message)
-        except CodecError as err:
-            camera.stats.record_error("codec", str(err))
-            self._warn(f"{camera.name}:codec", f"{camera.name}: frame skipped: {err}")
-            return
-        except PanopticError as err:
-            camera.stats.record_error("backend", str(err))
-            self._warn(
-                f"{camera.name}:backend", f"{camera.name}: inference failed: {err}", error=True
+        image, result = self.pipeline.process_message(message)
+        if result.non_finite_outputs:
+            self._problem(
+                camera,
+                "non_finite",
+                f"{result.non_finite_outputs} network outputs are NaN or infinite (ignored; "
+                "check the model, engine and input)",
+                lost=False,
             )
-            return
-        except Exception as err:
-            camera.stats.record_error("internal", f"{type(err).__name__}: {err}")
-            self._warn(
-                f"{camera.name}:internal",
-                f"{camera.name}: unexpected {type(err).__name__} while processing: {err}",
-                error=True,
-            )
-            return
         result = camera.tracker.update(result)
         stage_start = time.perf_counter_ns()
         overlay = None
@@ -436,8 +473,12 @@ class PanopticNode(Node):
         messages = build_output_messages(
             self._classes, message.header, result, overlay_bgr=overlay, enabled=wanted
         )
-        for name, output in messages.items():
-            camera.publishers[name].publish(output)
+        # Under the lock: a run-time parameter change may destroy a publisher meanwhile.
+        with self._lock:
+            for name, output in messages.items():
+                publisher = camera.publishers.get(name)
+                if publisher is not None:
+                    publisher.publish(output)
         if grid_wanted:
             self._publish_grid(camera, message.header, result.drivable_mask, config)
         result.timings.messages_ms = (time.perf_counter_ns() - stage_start) / 1e6
@@ -474,9 +515,8 @@ class PanopticNode(Node):
                 ),
             )
             model = CameraModel.from_camera_info(camera.camera_info)
-        except Exception as err:
-            camera.stats.record_error("grid", str(err))
-            self._warn(f"{camera.name}:grid", f"{camera.name}: no ground grid: {err}")
+        except Exception as err:  # TF raises several kinds; CameraInfo may be malformed
+            self._problem(camera, "grid", f"no ground grid: {first_line(err)}", lost=False)
             return
         spec = GridSpec(grid.resolution_m, grid.length_m, grid.width_m, grid.origin_x_m)
         cells = project_drivable_grid(

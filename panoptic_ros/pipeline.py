@@ -132,8 +132,12 @@ class PanopticPipeline:
 
         start = time.perf_counter_ns()
         result = fuse_panoptic(heads, letterbox, self.labels, self.fusion, stride=self.stride)
+        non_finite = sum(
+            int(np.count_nonzero(~np.isfinite(head[:1])))
+            for head in (heads.semantic_logits, heads.center_heatmap, heads.offsets)
+        )
         timings.fusion_ms = _ms_since(start)
-        return replace(result, timings=timings)
+        return replace(result, timings=timings, non_finite_outputs=non_finite)
 
     def _process_on_device(
         self, image: npt.NDArray[np.uint8], letterbox: Letterbox, timings: StageTimings
@@ -177,8 +181,13 @@ class PanopticPipeline:
         result = cells_to_frame(
             cells, letterbox, self.labels, stride=self.stride, upsample=upsampler
         )
+        non_finite = int(
+            torch.stack([(~torch.isfinite(h[:1])).sum() for h in (logits, heatmap, offsets)])
+            .sum()
+            .item()
+        )
         timings.fusion_ms = _ms_since(start)
-        return replace(result, timings=timings)
+        return replace(result, timings=timings, non_finite_outputs=non_finite)
 
     def _process_fused(self, letterbox: Letterbox, timings: StageTimings) -> FrameResult:
         """A model with the fusion folded in: only the mapping to camera pixels is left."""

@@ -106,6 +106,9 @@ class FrameResult:
         drivable_mask: [H, W] uint8, 255 drivable, 0 not.
         instances: Detected things, ordered by ``index``.
         timings: Per-stage milliseconds spent on this frame.
+        non_finite_outputs: Network output values that were NaN or infinite (the fusion
+            ignores them, so the frame stays valid; a count above 0 means a broken model,
+            engine or input and is reported, not hidden).
     """
 
     semantic: npt.NDArray[np.uint8]
@@ -113,6 +116,7 @@ class FrameResult:
     drivable_mask: npt.NDArray[np.uint8]
     instances: tuple[Instance, ...]
     timings: StageTimings = field(default_factory=StageTimings, compare=False)
+    non_finite_outputs: int = field(default=0, compare=False)
 
     @property
     def image_hw(self) -> tuple[int, int]:

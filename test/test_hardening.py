@@ -1602,7 +1602,11 @@ class _FlakyPipeline:
     def process_message(self, message: Any) -> tuple[Any, FrameResult]:
         self.calls += 1
         if self.calls % 3 == 0:
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            raise RuntimeError(  # torch's CUDA errors come with advice on further lines
+                "CUDA error: an illegal memory access was encountered\n"
+                "CUDA kernel errors might be asynchronously reported at some other API call\n"
+                "For debugging consider passing CUDA_LAUNCH_BLOCKING=1"
+            )
         if self.calls % 3 == 1:
             raise BackendError("onnxruntime inference failed: out of memory")
         return self.inner.process_message(message)  # type: ignore[no-any-return]
@@ -1612,7 +1616,7 @@ class _FlakyPipeline:
 
 
 def test_node_keeps_running_through_model_trouble(ros_standin: Any) -> None:
-    """NaN heads give valid (void) outputs; failing inference is counted, not fatal."""
+    """NaN heads give valid (void) outputs, counted and said; failing inference too."""
     from rclpy.logging import LOG
     from sensor_msgs.msg import Image
 
@@ -1642,10 +1646,18 @@ def test_node_keeps_running_through_model_trouble(ros_standin: Any) -> None:
         for _, message in semantic:
             assert set(np.frombuffer(message.data, np.uint8).tolist()) == {255}  # all void
         assert all(len(m.detections) == 0 for _, m in instances)
-        assert dict(stats.errors_by_kind) == {"backend": 3, "internal": 3}
+        assert dict(stats.errors_by_kind) == {"backend": 3, "internal": 3, "non_finite": 3}
+        assert stats.errors_total == 6  # the NaN frames were still published
         errors = [m for _, level, m in LOG if level == "ERROR"]
         assert len(errors) == 2, errors  # one line per kind of trouble
         assert any("unexpected RuntimeError" in m for m in errors)
+        assert all("\n" not in m for m in errors), errors
+        warnings = [m for _, level, m in LOG if level == "WARN"]
+        assert len(warnings) == 1, warnings
+        assert "network outputs are NaN or infinite" in warnings[0]
+        # ConstantBackend's 64x128 network: 16x32 cells x (19 logits + 1 heatmap + 2 offsets).
+        assert warnings[0].startswith("front: 11264 network outputs")
+        node.publish_diagnostics()
         assert node._worker.is_alive()
     finally:
         node.destroy_node()

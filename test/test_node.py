@@ -613,3 +613,159 @@ def test_one_cameras_bad_frames_do_not_affect_another(ros: Any) -> None:
         del CompressedImage
     finally:
         node.destroy_node()
+
+
+def test_log_lines_are_throttled_per_camera_and_say_what_was_held_back(ros: Any) -> None:
+    """Two broken cameras: one line each, not one for both; later lines count the rest."""
+    from rclpy.logging import LOG
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image
+
+    node = make_node(
+        ros,
+        FakePipeline(),
+        **{
+            "node.camera_names": ["front", "rear"],
+            "node.image_topics": ["/front/image", "/rear/image"],
+            "node.log_throttle_s": 600.0,
+        },
+    )
+    LOG.clear()
+    try:
+        probe = Probe(ros)
+        publishers = {name: probe.publisher(Image, f"/{name}/image") for name in ("front", "rear")}
+        stats = {name: node._cameras[name].stats for name in publishers}
+        rgb9 = image_message(np.zeros((20, 30, 3), np.uint8), encoding="rgb9")
+        for index in range(3):
+            for name, publisher in publishers.items():
+                publisher.publish(rgb9)
+                wait_for(lambda name=name: stats[name].errors_total == index + 1)
+        warnings = [m for _, level, m in LOG if level == "WARN"]
+        assert sorted(m.split(":")[0] for m in warnings) == ["front", "rear"], warnings
+        # A shorter period applies at once, and the next line says how many were held back.
+        (ok,) = node.set_parameters([Parameter("node.log_throttle_s", value=0.0)])
+        assert ok.successful
+        publishers["front"].publish(rgb9)
+        wait_for(lambda: stats["front"].errors_total == 4)
+        front = [m for _, level, m in LOG if level == "WARN" and m.startswith("front:")]
+        assert len(front) == 2, front
+        assert front[-1].endswith("(2 more since the last report)"), front[-1]
+    finally:
+        node.destroy_node()
+
+
+class _BrokenOverlayPipeline(FakePipeline):
+    """Inference works; drawing the overlay fails on every other frame."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.draws = 0
+
+    def render(self, image: np.ndarray, result: FrameResult, **_: Any) -> np.ndarray:
+        self.draws += 1
+        if self.draws % 2:
+            raise ValueError("overlay failed\nwith a second line")
+        return np.zeros((*image.shape[:2], 3), np.uint8)
+
+
+def test_a_failure_after_inference_costs_one_frame(ros: Any) -> None:
+    """Everything after the network (tracking, overlay, messages) is guarded as well."""
+    from rclpy.logging import LOG
+
+    node = make_node(ros, _BrokenOverlayPipeline())
+    LOG.clear()
+    try:
+        probe = Probe(ros)
+        outputs = probe.listen_outputs()
+        stats = node._cameras["front"].stats
+        for index in range(4):
+            probe.image_pub.publish(image_message(np.zeros((20, 30, 3), np.uint8)))
+            wait_for(lambda: stats.processed_total + stats.errors_total == index + 1)
+        assert node._worker.is_alive()
+        assert stats.processed_total == 2 and dict(stats.errors_by_kind) == {"internal": 2}
+        assert len(outputs["overlay"]) == 2
+        (line,) = [m for _, level, m in LOG if level == "ERROR"]
+        assert line == "front: unexpected ValueError while processing: overlay failed"
+    finally:
+        node.destroy_node()
+
+
+def test_outputs_switched_while_frames_flow(ros: Any) -> None:
+    """Publishers created and destroyed by parameter changes never break the frame loop."""
+    from rclpy.parameter import Parameter
+
+    node = make_node(ros, FakePipeline())
+    try:
+        probe = Probe(ros)
+        outputs = probe.listen_outputs()
+        stats = node._cameras["front"].stats
+        stop = threading.Event()
+
+        def toggle() -> None:
+            enabled = True
+            while not stop.is_set():
+                enabled = not enabled
+                node.set_parameters(
+                    [
+                        Parameter("node.publish_semantic", value=enabled),
+                        Parameter("node.publish_overlay", value=enabled),
+                    ]
+                )
+
+        toggler = threading.Thread(target=toggle)
+        toggler.start()
+        try:
+            for index in range(60):
+                probe.image_pub.publish(image_message(np.zeros((20, 30, 3), np.uint8)))
+                wait_for(lambda: stats.processed_total + stats.errors_total == index + 1)
+        finally:
+            stop.set()
+            toggler.join()
+        assert stats.errors_total == 0, stats.last_error
+        assert stats.processed_total == 60
+        assert len(outputs["drivable_mask"]) == 60  # untouched outputs lose nothing
+    finally:
+        node.destroy_node()
+
+
+def test_unknown_parameters_are_named_with_a_suggestion(ros: Any) -> None:
+    from rclpy.logging import LOG
+
+    LOG.clear()
+    node = make_node(
+        ros,
+        FakePipeline(),
+        **{
+            "fusion.center_treshold": 0.2,
+            "nonsense": 1,
+            "use_sim_time": True,
+            "qos_overrides./parameter_events.publisher.depth": 5,
+        },
+    )
+    try:
+        warnings = [m for _, level, m in LOG if level == "WARN"]
+        assert warnings == [
+            "parameter fusion.center_treshold is not a setting of this node; did you mean "
+            "fusion.center_threshold?",
+            "parameter nonsense is not a setting of this node; see config/panoptic.yaml",
+        ]
+        assert node.config.fusion.center_threshold == 0.1  # the typo changed nothing
+    finally:
+        node.destroy_node()
+
+
+def test_settings_read_at_start_up_are_refused_at_run_time(ros: Any) -> None:
+    from rclpy.parameter import Parameter
+
+    node = make_node(ros, FakePipeline())
+    try:
+        for name, value in (
+            ("node.publish_drivable_grid", True),
+            ("node.input_transport", "compressed"),
+            ("node.input_depth", 3),
+        ):
+            (result,) = node.set_parameters([Parameter(name, value=value)])
+            assert not result.successful and "read-only" in result.reason, name
+        assert node._cameras["front"].grid_publisher is None
+    finally:
+        node.destroy_node()

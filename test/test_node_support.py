@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from types import SimpleNamespace
@@ -128,10 +129,94 @@ def test_health_grades_latency_drops_silence_and_errors() -> None:
 
     failing = CameraStats()
     now = _feed(failing, frames=20, period_ms=50, latency_ms=10)
-    failing.record_error("codec", "unsupported image encoding 'rgb9'")
+    failing.record_error("codec", "unsupported image encoding 'rgb9'", now_ns=now)
     health = failing.health(now, thresholds)
     assert health.level == HealthLevel.WARN
     assert dict(health.values)["errors_codec"] == "1"
+
+
+def test_health_grades_the_window_not_the_whole_run() -> None:
+    """A bad frame or a burst of drops long past does not keep a camera at WARN."""
+    thresholds = HealthThresholds(input_timeout_s=1)
+    stats = CameraStats(window_s=5.0)
+    stats.record_input(0)
+    stats.record_output(0, 10 * MS, stamp_age_ms=10)
+    stats.record_error("codec", "unsupported image encoding 'rgb9'", now_ns=20 * MS)
+    stats.record_drops(0)
+    assert stats.health(1000 * MS, thresholds).level == HealthLevel.WARN
+    for index in range(1, 21):  # 20 frames at 10 Hz, half of them dropped
+        now = 1000 * MS + index * 100 * MS
+        stats.record_input(now)
+        if index % 2:
+            stats.record_output(now, now + 10 * MS, stamp_age_ms=10)
+    stats.record_drops(10)
+    burst = stats.health(3000 * MS, thresholds)
+    assert "50% of frames dropped" not in burst.message  # 10 of 21 <= the 0.5 threshold
+    assert "bad frames in the last 5 s" in burst.message
+    # Ten seconds of clean frames later: the error and the drops are out of the window.
+    for index in range(1, 101):
+        now = 3000 * MS + index * 100 * MS
+        stats.record_input(now)
+        stats.record_output(now, now + 10 * MS, stamp_age_ms=10)
+        if index % 10 == 0:
+            stats.health(now, thresholds)
+    health = stats.health(13000 * MS, thresholds)
+    assert health.level == HealthLevel.OK, health.message
+    values = dict(health.values)
+    assert values["frames_failed"] == "1"  # the totals stay
+    assert values["frames_dropped"] == "10"
+
+
+def test_drop_share_is_taken_over_the_window() -> None:
+    thresholds = HealthThresholds(drop_ratio_warn=0.5)
+    stats = CameraStats(window_s=5.0)
+    for index in range(100):  # 10 s of clean frames at 10 Hz
+        now = index * 100 * MS
+        stats.record_input(now)
+        stats.record_output(now, now + 10 * MS, stamp_age_ms=10)
+        if index % 10 == 0:
+            stats.health(now, thresholds)
+    for index in range(100, 160):  # then 6 s at 10 Hz, 4 of every 5 frames dropped
+        now = index * 100 * MS
+        stats.record_input(now)
+        if index % 5 == 0:
+            stats.record_output(now, now + 10 * MS, stamp_age_ms=10)
+        stats.record_drops(stats.dropped_total + (index % 5 != 0))
+        if index % 10 == 0:
+            stats.health(now, thresholds)
+    # Over the whole run 48 of 160 (30%) were dropped; over the last 5 s, 80% (the window
+    # starts at the last health() snapshot before it, so within a frame or two of that).
+    message = stats.health(159 * 100 * MS, thresholds).message
+    share = re.search(r"(\d+)% of frames dropped", message)
+    assert share is not None, message
+    assert 75 <= int(share.group(1)) <= 85, message
+
+
+def test_input_without_output_is_an_error() -> None:
+    thresholds = HealthThresholds(input_timeout_s=1)
+    stats = CameraStats(window_s=5.0)
+    for index in range(31):  # 3 s of input at 10 Hz, nothing published yet (model warm-up)
+        stats.record_input(index * 100 * MS)
+    assert stats.health(3000 * MS, thresholds).level == HealthLevel.OK
+    for index in range(31, 81):  # 8 s in all, still nothing published
+        stats.record_input(index * 100 * MS)
+    health = stats.health(8000 * MS, thresholds)
+    assert health.level == HealthLevel.ERROR
+    assert "nothing was published in 5 s" in health.message
+    stats.record_output(8000 * MS, 8100 * MS, stamp_age_ms=100)
+    assert stats.health(8100 * MS, thresholds).level == HealthLevel.OK
+
+
+def test_a_problem_that_keeps_the_frame_is_counted_but_not_as_failed() -> None:
+    stats = CameraStats()
+    now = _feed(stats, frames=5, period_ms=50, latency_ms=10)
+    stats.record_error("non_finite", "NaN in outputs", now_ns=now, frame_lost=False)
+    health = stats.health(now, HealthThresholds())
+    values = dict(health.values)
+    assert values["errors_non_finite"] == "1"
+    assert values["frames_failed"] == "0"
+    assert health.level == HealthLevel.WARN
+    assert "NaN in outputs" in health.message
 
 
 def test_log_throttle() -> None:

@@ -78,7 +78,7 @@ class Node:
         self._namespace = namespace if namespace else "/"
         if not self._namespace.startswith("/"):
             self._namespace = "/" + self._namespace
-        self._overrides = {p.name: p for p in parameter_overrides or []}
+        self._parameter_overrides = {p.name: p for p in parameter_overrides or []}
         self._parameters: dict[str, Parameter] = {}
         self._descriptors: dict[str, Any] = {}  # read by tests
         self._callbacks: list[Callable[[list[Parameter]], Any]] = []
@@ -158,10 +158,10 @@ class Node:
         descriptor = descriptor if descriptor is not None else ParameterDescriptor()
         descriptor.type = int(Parameter.Type.from_parameter_value(value))
         parameter = Parameter(name, value=value)
-        if name in self._overrides and not ignore_override:
+        if name in self._parameter_overrides and not ignore_override:
             # An override of type NOT_SET (`-p name:=[]` on the command line) declares the
             # parameter without a value; get_parameter() then raises.
-            parameter = self._overrides[name]
+            parameter = self._parameter_overrides[name]
         result = self._apply_descriptor(parameter, descriptor, check_read_only=False)
         if not result.successful:
             if result.reason.startswith("Wrong parameter type"):
