@@ -23,7 +23,17 @@ __all__ = [
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Keeps the Examples blocks as written; adds ``(default: X)`` only where it informs.
+
+    A help text that already says its default, or whose default is None, False or empty
+    (flags, optional paths), gets nothing appended.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], "", 0, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action) or text
 
 
 HELP_FORMATTER = _HelpFormatter

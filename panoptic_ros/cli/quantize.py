@@ -27,10 +27,10 @@ __all__ = ["register", "run"]
 
 EXAMPLES = """
 Examples:
-  panoptic-ros quantize models/panoptic_lite0_synthetic.onnx \
+  panoptic-ros quantize models/panoptic_lite0_synthetic.onnx \\
       --calibration samples/synthetic_street -o quantized
   panoptic-ros quantize city.onnx --calibration /data/calib --frames 256 --dla -o city_q --eval 50
-  panoptic-ros quantize city.onnx --calibration /data/calib --keep-float /backbone/stem/ \
+  panoptic-ros quantize city.onnx --calibration /data/calib --keep-float /backbone/stem/ \\
       --keep-float /backbone/stages.0/ -o city_q
 """
 

@@ -23,7 +23,7 @@ EXAMPLES = """
 Examples:
   panoptic-ros replay ../shared/data/bags/dashcam_compressed_mcap -o out/dashcam
   panoptic-ros replay my_bag --topic /camera/front/image_raw -o out/front --backend onnxruntime
-  panoptic-ros replay my_bag -o out/x --config config/panoptic.yaml \
+  panoptic-ros replay my_bag -o out/x --config config/panoptic.yaml \\
       --set fusion.center_threshold=0.2
 
 Writes OUTPUT/panoptic/ (rosbag2, MCAP: drivable_mask, semantic, instance_ids, instances,
