@@ -43,6 +43,7 @@ from bag_fixtures import (
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from oracle import OracleBackend
 
 from panoptic_ros.codec import (
     MAX_IMAGE_SIDE,
@@ -589,53 +590,6 @@ def test_odd_sizes_through_the_onnx_pipeline(tiny_pipeline: Any, size_hw: tuple[
     image, result = tiny_pipeline.process_message(fields)
     np.testing.assert_array_equal(image, rgb)
     check_frame_result(result, tiny_pipeline.labels, size_hw)
-
-
-class OracleBackend:
-    """A fake network that reads the answer from the letterboxed input it is given.
-
-    Each stride-4 cell is labelled from the network pixel at its top-left corner: red
-    > 127 -> road, green > 127 -> car, else building; the car gets one centre (the cell
-    nearest the mean of its cells) and offsets pointing there. If the letterbox or the
-    mapping back to camera pixels were off, the labels would land on the wrong pixels.
-    """
-
-    name = "oracle"
-    device = "cpu"
-    model_path = "oracle"
-
-    def __init__(self, network_hw: tuple[int, int], labels: LabelSpace) -> None:
-        self.input_hw = network_hw
-        self.metadata = ModelMetadata(labels=labels, input_hw=network_hw)
-        self.labels = labels
-        self.calls = 0
-
-    def infer(self, images: npt.NDArray[np.uint8]) -> HeadOutputs:
-        self.calls += 1
-        corner = images[0, ::4, ::4].astype(np.int32)  # [h, w, 3] network pixels
-        h, w = corner.shape[:2]
-        road = self.labels.index("road")
-        car = self.labels.index("car")
-        building = self.labels.index("building")
-        label = np.full((h, w), building)
-        label[corner[..., 0] > 127] = road
-        label[corner[..., 1] > 127] = car
-        logits = np.full((1, self.labels.num_classes, h, w), -10.0, np.float32)
-        np.put_along_axis(logits[0], label[None], 10.0, axis=0)
-        heatmap = np.zeros((1, 1, h, w), np.float32)
-        offsets = np.zeros((1, 2, h, w), np.float32)
-        ys, xs = np.nonzero(label == car)
-        if len(ys):
-            centre = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
-            cy, cx = ys[centre], xs[centre]
-            heatmap[0, 0, cy, cx] = 1.0
-            grid_y, grid_x = np.mgrid[0:h, 0:w]
-            offsets[0, 0] = (cy - grid_y) * 4.0
-            offsets[0, 1] = (cx - grid_x) * 4.0
-        return HeadOutputs(logits, heatmap, offsets)
-
-    def close(self) -> None:
-        pass
 
 
 def _oracle_scene(size_hw: tuple[int, int]) -> tuple[npt.NDArray[np.uint8], tuple[int, ...]]:
