@@ -44,7 +44,8 @@ from rcl_interfaces.msg import (
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterUninitializedException
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs import msg as sensor_msgs_msg
 from std_msgs import msg as std_msgs_msg
 from vision_msgs import msg as vision_msgs_msg
@@ -144,6 +145,19 @@ class _Camera:
     subscriptions: list[Any] = field(default_factory=list)
 
 
+# The standard per-topic QoS parameters (qos_overrides.<topic>.<entity>.<policy>), on top of
+# the node.* defaults: what Nav2 and Isaac ROS nodes accept, settable in a params file.
+_INPUT_OVERRIDES = QoSOverridingOptions.with_default_policies()
+_OUTPUT_OVERRIDES = QoSOverridingOptions(
+    [
+        QoSPolicyKind.HISTORY,
+        QoSPolicyKind.DEPTH,
+        QoSPolicyKind.RELIABILITY,
+        QoSPolicyKind.DURABILITY,
+    ]
+)
+
+
 def _qos(reliability: str, depth: int) -> QoSProfile:
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
@@ -213,7 +227,10 @@ class PanopticNode(Node):
         if node.publish_drivable_grid:
             self._start_tf()
         for name, topic in zip(node.camera_names, node.image_topics, strict=True):
-            self._cameras[name] = self._open_camera(name, topic)
+            try:
+                self._cameras[name] = self._open_camera(name, topic)
+            except RuntimeError as err:  # rclpy: a qos_overrides.* value it cannot apply
+                raise ConfigError(f"camera {name}: {first_line(err)}") from err
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
@@ -319,6 +336,7 @@ class PanopticNode(Node):
             stats=CameraStats(),
             tracker=InstanceTracker(min_iou=node.track_min_overlap),
         )
+        # A profile per entity: rclpy applies qos_overrides to the profile object itself.
         input_qos = _qos(node.input_reliability, node.input_depth)
         if node.input_transport == "compressed":
             topic, msg_type = f"{image_topic}/compressed", sensor_msgs_msg.CompressedImage
@@ -327,7 +345,11 @@ class PanopticNode(Node):
         camera.image_topic = topic
         camera.subscriptions.append(
             self.create_subscription(
-                msg_type, topic, functools.partial(self._on_image, name), input_qos
+                msg_type,
+                topic,
+                functools.partial(self._on_image, name),
+                input_qos,
+                qos_overriding_options=_INPUT_OVERRIDES,
             )
         )
         if node.publish_drivable_grid:
@@ -337,7 +359,7 @@ class PanopticNode(Node):
                     sensor_msgs_msg.CameraInfo,
                     info_topic,
                     functools.partial(self._on_camera_info, name),
-                    input_qos,
+                    _qos(node.input_reliability, node.input_depth),
                 )
             )
         self._sync_publishers(camera)
@@ -346,7 +368,6 @@ class PanopticNode(Node):
     def _sync_publishers(self, camera: _Camera) -> None:
         """Create publishers of enabled outputs, destroy those of disabled ones."""
         node = self.config.node
-        output_qos = _qos(node.output_reliability, node.output_depth)
         wanted = {
             "drivable_mask": node.publish_drivable_mask,
             "semantic": node.publish_semantic,
@@ -360,13 +381,19 @@ class PanopticNode(Node):
             if enabled and not present:
                 msg_type = types.get(output, sensor_msgs_msg.Image)
                 camera.publishers[output] = self.create_publisher(
-                    msg_type, f"{camera.name}/{output}", output_qos
+                    msg_type,
+                    f"{camera.name}/{output}",
+                    _qos(node.output_reliability, node.output_depth),
+                    qos_overriding_options=_OUTPUT_OVERRIDES,
                 )
             elif not enabled and present:
                 self.destroy_publisher(camera.publishers.pop(output))
         if node.publish_drivable_grid and camera.grid_publisher is None:
             camera.grid_publisher = self.create_publisher(
-                OccupancyGrid, f"{camera.name}/drivable_grid", output_qos
+                OccupancyGrid,
+                f"{camera.name}/drivable_grid",
+                _qos(node.output_reliability, node.output_depth),
+                qos_overriding_options=_OUTPUT_OVERRIDES,
             )
 
     def _start_tf(self) -> None:

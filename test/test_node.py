@@ -769,3 +769,45 @@ def test_settings_read_at_start_up_are_refused_at_run_time(ros: Any) -> None:
         assert node._cameras["front"].grid_publisher is None
     finally:
         node.destroy_node()
+
+
+def test_qos_overrides_through_the_standard_parameters(ros: Any) -> None:
+    """qos_overrides.<topic>.<entity>.<policy> (rclpy's QoSOverridingOptions) win over node.*."""
+    from rclpy.parameter import Parameter
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+
+    node = make_node(
+        ros,
+        FakePipeline(),
+        **{
+            "qos_overrides./camera/image_raw.subscription.reliability": "reliable",
+            "qos_overrides./camera/image_raw.subscription.depth": 2,
+            "qos_overrides./panoptic/front/overlay.publisher.reliability": "best_effort",
+            "qos_overrides./panoptic/front/semantic.publisher.durability": "transient_local",
+        },
+    )
+    try:
+        (image,) = [s for s in node.subscriptions if s.topic_name == "/camera/image_raw"]
+        assert image.qos.reliability == ReliabilityPolicy.RELIABLE and image.qos.depth == 2
+        publishers = node._cameras["front"].publishers
+        assert publishers["overlay"].qos.reliability == ReliabilityPolicy.BEST_EFFORT
+        assert publishers["semantic"].qos.durability == DurabilityPolicy.TRANSIENT_LOCAL
+        # Only the named topics changed; the rest keep the node.* defaults.
+        assert publishers["drivable_mask"].qos.reliability == ReliabilityPolicy.RELIABLE
+        assert publishers["drivable_mask"].qos.durability == DurabilityPolicy.VOLATILE
+        name = "qos_overrides./panoptic/front/overlay.publisher.reliability"
+        assert node.get_parameter(name).value == "best_effort"
+        assert node._descriptors[name].read_only
+        # A publisher switched off and on again keeps its override.
+        for enabled in (False, True):
+            (done,) = node.set_parameters([Parameter("node.publish_overlay", value=enabled)])
+            assert done.successful
+        assert publishers["overlay"].qos.reliability == ReliabilityPolicy.BEST_EFFORT
+    finally:
+        node.destroy_node()
+    with pytest.raises(ConfigError, match="Unexpected QoS override for policy `reliability`"):
+        make_node(
+            ros,
+            FakePipeline(),
+            **{"qos_overrides./camera/image_raw.subscription.reliability": "sometimes"},
+        )

@@ -209,10 +209,21 @@ class Node:
 
     # topics
     def create_publisher(
-        self, msg_type: type, topic: str, qos_profile: QoSProfile | int, **_: Any
+        self,
+        msg_type: type,
+        topic: str,
+        qos_profile: QoSProfile | int,
+        *,
+        qos_overriding_options: Any = None,
+        **_: Any,
     ) -> Publisher:
         qos = qos_profile if isinstance(qos_profile, QoSProfile) else QoSProfile(depth=qos_profile)
-        publisher = Publisher(msg_type, _resolve(self._namespace, self._name, topic), qos)
+        resolved = _resolve(self._namespace, self._name, topic)
+        if qos_overriding_options is not None:
+            from rclpy.qos_overriding_options import declare_qos_parameters
+
+            declare_qos_parameters("publisher", self, resolved, qos, qos_overriding_options)
+        publisher = Publisher(msg_type, resolved, qos)
         GRAPH.publishers[publisher.topic_name].append(publisher)
         self.publishers.append(publisher)
         return publisher
@@ -228,12 +239,17 @@ class Node:
         topic: str,
         callback: Callable[[Any], None],
         qos_profile: QoSProfile | int,
+        *,
+        qos_overriding_options: Any = None,
         **_: Any,
     ) -> Subscription:
         qos = qos_profile if isinstance(qos_profile, QoSProfile) else QoSProfile(depth=qos_profile)
-        subscription = Subscription(
-            msg_type, _resolve(self._namespace, self._name, topic), callback, qos
-        )
+        resolved = _resolve(self._namespace, self._name, topic)
+        if qos_overriding_options is not None:
+            from rclpy.qos_overriding_options import declare_qos_parameters
+
+            declare_qos_parameters("subscription", self, resolved, qos, qos_overriding_options)
+        subscription = Subscription(msg_type, resolved, callback, qos)
         GRAPH.subscriptions[subscription.topic_name].append(subscription)
         self.subscriptions.append(subscription)
         return subscription

@@ -24,6 +24,19 @@ class DurabilityPolicy(enum.IntEnum):
     VOLATILE = 2
 
 
+class QoSPolicyKind(enum.IntEnum):
+    """As rclpy.qos.QoSPolicyKind (the rmw event bit values)."""
+
+    INVALID = 1 << 0
+    DURABILITY = 1 << 1
+    DEADLINE = 1 << 2
+    LIVELINESS = 1 << 3
+    RELIABILITY = 1 << 4
+    HISTORY = 1 << 5
+    LIFESPAN = 1 << 6
+    DEPTH = 1 << 7
+
+
 @dataclass
 class QoSProfile:
     history: HistoryPolicy = HistoryPolicy.KEEP_LAST
