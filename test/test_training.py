@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -15,7 +16,9 @@ from panoptic_ros.data.synthetic import generate_scene  # noqa: E402
 from panoptic_ros.evaluation.model_eval import evaluate_torch_network, held_out_synthetic  # noqa: E402
 from panoptic_ros.fusion import FusionParams  # noqa: E402
 from panoptic_ros.labels import CITYSCAPES  # noqa: E402
+from panoptic_ros.training.data import AugmentParams, TargetDataset, collate  # noqa: E402
 from panoptic_ros.training.loop import train  # noqa: E402
+from panoptic_ros.training.losses import panoptic_loss  # noqa: E402
 
 LABELS = CITYSCAPES.with_drivable(["road"])
 TINY = {
@@ -60,6 +63,74 @@ def run(
         export_onnx=False,
         stop_at=stop_at,
     )
+
+
+class CrowdSample:
+    """Road with one car (instance 1), a crowd of cars (ignored) and a void block.
+
+    The crowd region also carries an instance number, so the test sees that ignoring it,
+    not the missing number, keeps it from making a centre.
+    """
+
+    def __init__(self, *, with_ignore: bool = True) -> None:
+        height, width = 128, 256
+        self.image = np.full((height, width, 3), 90, np.uint8)
+        self.semantic = np.full((height, width), LABELS.index("road"), np.uint8)
+        self.instances = np.zeros((height, width), np.int32)
+        car = LABELS.index("car")
+        self.semantic[40:72, 20:68] = car  # the car, centre (55.5, 43.5)
+        self.instances[40:72, 20:68] = 1
+        self.semantic[48:96, 152:232] = car  # the crowd, centre (71.5, 191.5)
+        self.instances[48:96, 152:232] = 2
+        self.semantic[100:128, 80:120] = 255  # void
+        self.ignore_mask = np.zeros((height, width), np.bool_)
+        if with_ignore:
+            self.ignore_mask[48:96, 152:232] = True
+        self.crowd_cells = (slice(12, 24), slice(38, 58))  # stride-4 cells inside the crowd
+        self.void_cells = (slice(25, 32), slice(20, 30))
+
+
+def test_crowd_and_void_get_no_loss_weight_and_no_centre() -> None:
+    sample = CrowdSample()
+    plain = TargetDataset(lambda _: sample, [0], augment_params=None)[0]
+    # Flipped: the ignore mask must follow the image.
+    no_jitter = AugmentParams(flip=1.0, brightness=0.0, contrast=0.0, saturation=0.0)
+    flipped = TargetDataset(lambda _: sample, [0], augment_params=no_jitter)[0]
+    for name in ("semantic", "semantic_weight", "center_heatmap", "center_weight"):
+        assert np.array_equal(flipped[name], plain[name][..., ::-1]), name
+    crowd, void = sample.crowd_cells, sample.void_cells
+    for cells in (crowd, void):
+        assert (plain["semantic"][cells] == 255).all()
+        assert (plain["semantic_weight"][cells] == 0).all()
+        assert (plain["center_weight"][0][cells] == 0).all()
+        assert (plain["offset_weight"][0][cells] == 0).all()
+    heatmap = plain["center_heatmap"][0]
+    assert heatmap[13, 10] > 0.9  # the car's centre (55.5, 43.5) is cell (13, 10)
+    assert heatmap[17, 47] < 1e-3  # no centre at the crowd's (71.5, 191.5)
+    assert plain["semantic_weight"][13, 10] > 0
+    # Without the mask the crowd would be an instance with a centre: the mask is what acts.
+    unmasked = TargetDataset(lambda _: CrowdSample(with_ignore=False), [0], augment_params=None)
+    assert unmasked[0]["center_heatmap"][0][17, 47] > 0.9
+
+    # Whatever the network says inside the crowd and the void, the loss does not change.
+    batch = collate([plain])
+    torch.manual_seed(0)
+    logits = torch.randn(1, LABELS.num_classes, 32, 64)
+    heat = torch.rand(1, 1, 32, 64)
+    offsets = torch.randn(1, 2, 32, 64)
+    before = panoptic_loss((logits, heat, offsets), batch)
+    for cells in (crowd, void):
+        logits[0, :, cells[0], cells[1]] = torch.randn_like(logits[0, :, cells[0], cells[1]]) * 9
+        heat[0, :, cells[0], cells[1]] = 5.0
+        offsets[0, :, cells[0], cells[1]] = 300.0
+    after = panoptic_loss((logits, heat, offsets), batch)
+    for key in ("semantic", "center", "offset"):
+        assert float(after[key]) == pytest.approx(float(before[key]), rel=1e-6), key
+    # ... while the same change on the car moves it.
+    logits[0, :, 11:16, 8:13] = torch.randn_like(logits[0, :, 11:16, 8:13]) * 9
+    heat[0, :, 11:16, 8:13] = 5.0
+    moved = panoptic_loss((logits, heat, offsets), batch)
+    assert float(moved["center"]) > float(before["center"])
 
 
 @pytest.mark.slow

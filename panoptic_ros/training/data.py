@@ -2,9 +2,11 @@
 
 A *source* is any sequence whose items have ``image`` [H,W,3] uint8 RGB, ``semantic``
 [H,W] uint8 (255 void) and ``instances`` [H,W] int32 (0 none) attributes, e.g. the
-synthetic scenes. :class:`TargetDataset` turns items into Panoptic-DeepLab targets with a
+synthetic scenes, and optionally ``ignore_mask`` [H,W] bool (crowd regions of a real
+dataset). :class:`TargetDataset` turns items into Panoptic-DeepLab targets with a
 per-sample random generator, so the same sample index always yields the same tensors
-(which makes a resumed run repeat exactly what an uninterrupted one would do).
+(which makes a resumed run repeat exactly what an uninterrupted one would do). Void and
+ignored pixels get no semantic, centre or offset weight.
 """
 
 from __future__ import annotations
@@ -64,12 +66,28 @@ def augment(
     image: npt.NDArray[np.uint8],
     semantic: npt.NDArray[np.uint8],
     instances: npt.NDArray[np.int32],
+    ignore: npt.NDArray[np.bool_],
     rng: np.random.Generator,
     params: AugmentParams,
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.int32]]:
-    """Flip and colour-jitter one sample (targets are computed after, so offsets stay right)."""
+) -> tuple[
+    npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.int32], npt.NDArray[np.bool_]
+]:
+    """Flip and colour-jitter one sample (targets are computed after, so offsets stay right).
+
+    Args:
+        image: [H, W, 3] uint8 RGB.
+        semantic: [H, W] uint8 class index, 255 void.
+        instances: [H, W] int32 instance number, 0 none.
+        ignore: [H, W] bool, True where training ignores the pixel (crowd regions).
+        rng: The sample's random generator.
+        params: What to draw.
+
+    Returns:
+        (image, semantic, instances, ignore), transformed alike.
+    """
     if rng.random() < params.flip:
         image, semantic, instances = image[:, ::-1], semantic[:, ::-1], instances[:, ::-1]
+        ignore = ignore[:, ::-1]
     pixels = image.astype(np.float32)
     if params.brightness:
         pixels *= 1.0 + rng.uniform(-params.brightness, params.brightness)
@@ -80,7 +98,12 @@ def augment(
         gray = pixels.mean(axis=2, keepdims=True)
         pixels = (pixels - gray) * (1.0 + rng.uniform(-params.saturation, params.saturation)) + gray
     image = np.clip(pixels, 0, 255).astype(np.uint8)
-    return image, np.ascontiguousarray(semantic), np.ascontiguousarray(instances)
+    return (
+        image,
+        np.ascontiguousarray(semantic),
+        np.ascontiguousarray(instances),
+        np.ascontiguousarray(ignore),
+    )
 
 
 class TargetDataset:
@@ -117,12 +140,16 @@ class TargetDataset:
         """Return the image and targets of sample ``position``."""
         sample = self.source(self.indices[position])
         image, semantic, instances = sample.image, sample.semantic, sample.instances
+        # Crowd regions of real datasets; synthetic scenes have none.
+        ignore = getattr(sample, "ignore_mask", None)
+        if ignore is None:
+            ignore = np.zeros(semantic.shape, dtype=np.bool_)
         if self.augment_params is not None:
             rng = np.random.default_rng([self.seed, position])
-            image, semantic, instances = augment(
-                image, semantic, instances, rng, self.augment_params
+            image, semantic, instances, ignore = augment(
+                image, semantic, instances, ignore, rng, self.augment_params
             )
-        targets = make_targets(semantic, instances, stride=self.stride)
+        targets = make_targets(semantic, instances, stride=self.stride, ignore_mask=ignore)
         return {
             "image": np.ascontiguousarray(image),
             "semantic": targets.semantic,

@@ -8,8 +8,8 @@ cell (location ``(s*i + (s-1)/2, s*j + (s-1)/2)`` in input pixels, the same conv
 - the centre heatmap: a Gaussian (sigma in input pixels) around each instance's centre of
   mass, maximum over instances;
 - the offsets (dy, dx) from the cell location to its instance's centre, in input pixels;
-- weights: semantic (small instances count more), centre (0 on ignored pixels) and offset
-  (1 on instance cells only).
+- weights: semantic (small instances count more, 0 on void and ignored cells), centre (0 on
+  void and ignored cells) and offset (1 on instance cells that are not ignored).
 """
 
 from __future__ import annotations
@@ -65,12 +65,15 @@ def make_targets(
         sigma_px: Gaussian sigma of the centre heatmap, in input pixels.
         small_instance_area_px: Instances smaller than this (input pixels) are "small".
         small_instance_weight: Semantic-loss weight of small instances' cells.
-        ignore_mask: Optional [H, W] bool of pixels to ignore entirely (crowd regions).
+        ignore_mask: Optional [H, W] bool of pixels to ignore entirely (crowd regions): their
+            cells become void with zero weight, and their pixels make no centre.
 
     Returns:
         The targets at stride ``stride``.
     """
     height, width = semantic.shape
+    if ignore_mask is not None:  # ignored pixels belong to no instance: no centre, no area
+        instances = np.where(ignore_mask, 0, instances)
     h, w = height // stride, width // stride
     offset = (stride - 1) / 2.0
     # Nearest sample at each cell: the pixel just above-left of the cell centre.
@@ -121,10 +124,11 @@ def make_targets(
     if ignore_mask is not None:
         ignored = ignore_mask[sample::stride, sample::stride][:h, :w]
         sem_cells[ignored] = IGNORE_INDEX
-        center_weight[0, ignored] = 0.0
         on_instance &= ~ignored
-    # Void pixels say nothing about centres either.
-    center_weight[0, sem_cells == IGNORE_INDEX] = 0.0
+    # Void and ignored (crowd) cells carry no weight in any loss, as in Panoptic-DeepLab.
+    void = sem_cells == IGNORE_INDEX
+    semantic_weight[void] = 0.0
+    center_weight[0, void] = 0.0
 
     return PanopticTargets(
         semantic=sem_cells,
