@@ -416,8 +416,12 @@ class TrainConfig:
 
     steps: int = setting(3000, "optimizer steps", minimum=1)
     batch_size: int = setting(8, "images per step", minimum=1, maximum=1024)
-    image_height: int = setting(288, "training input height (multiple of 32)", minimum=32)
-    image_width: int = setting(512, "training input width (multiple of 32)", minimum=32)
+    image_height: int = setting(
+        288, "training crop (network input) height in px, a multiple of 32", minimum=32
+    )
+    image_width: int = setting(
+        512, "training crop (network input) width in px, a multiple of 32", minimum=32
+    )
     learning_rate: float = setting(2e-3, "peak AdamW learning rate", minimum=0.0, maximum=1.0)
     weight_decay: float = setting(1e-4, "AdamW weight decay", minimum=0.0, maximum=1.0)
     warmup_steps: int = setting(100, "linear learning-rate warm-up steps", minimum=0)
@@ -437,6 +441,18 @@ class TrainConfig:
     head_channels: int = setting(
         64, "channels inside the semantic and instance heads", minimum=8, maximum=512
     )
+    scale_min: float = setting(
+        0.5,
+        "smallest random rescale of a training image before the crop to image_height x image_width",
+        minimum=0.1,
+        maximum=8.0,
+    )
+    scale_max: float = setting(
+        2.0,
+        "largest random rescale of a training image (1.0 and 1.0: none)",
+        minimum=0.1,
+        maximum=8.0,
+    )
 
     def __post_init__(self) -> None:
         for key in ("image_height", "image_width"):
@@ -444,6 +460,11 @@ class TrainConfig:
                 raise ConfigError(
                     f"train.{key}={getattr(self, key)} must be a multiple of {STRIDE}"
                 )
+        if self.scale_min > self.scale_max:
+            raise ConfigError(
+                f"train.scale_min={self.scale_min} is above train.scale_max={self.scale_max}; "
+                "swap them"
+            )
 
 
 @dataclass(frozen=True, slots=True)

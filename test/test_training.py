@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -16,7 +17,7 @@ from panoptic_ros.data.synthetic import generate_scene  # noqa: E402
 from panoptic_ros.evaluation.model_eval import evaluate_torch_network, held_out_synthetic  # noqa: E402
 from panoptic_ros.fusion import FusionParams  # noqa: E402
 from panoptic_ros.labels import CITYSCAPES  # noqa: E402
-from panoptic_ros.training.data import AugmentParams, TargetDataset, collate  # noqa: E402
+from panoptic_ros.training.data import AugmentParams, TargetDataset, augment, collate  # noqa: E402
 from panoptic_ros.training.loop import train  # noqa: E402
 from panoptic_ros.training.losses import panoptic_loss  # noqa: E402
 
@@ -32,6 +33,8 @@ TINY = {
     "train.eval_every": 0,
     "train.fpn_channels": 32,
     "train.head_channels": 32,
+    "train.scale_min": 1.0,  # scenes are drawn at the training size
+    "train.scale_max": 1.0,
 }
 
 
@@ -131,6 +134,88 @@ def test_crowd_and_void_get_no_loss_weight_and_no_centre() -> None:
     heat[0, :, 11:16, 8:13] = 5.0
     moved = panoptic_loss((logits, heat, offsets), batch)
     assert float(moved["center"]) > float(before["center"])
+
+
+NO_COLOUR = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0}
+
+
+def _augmented(seed: int, params: AugmentParams, scene: Any = None) -> tuple[Any, ...]:
+    scene = scene if scene is not None else generate_scene(5, 256, 512)
+    ignore = np.zeros(scene.semantic.shape, np.bool_)
+    ignore[:40, :100] = True
+    rng = np.random.default_rng(seed)
+    return augment(scene.image, scene.semantic, scene.instances, ignore, rng, params)
+
+
+def test_scale_jitter_and_crop_give_the_training_size_deterministically() -> None:
+    params = AugmentParams(scale_min=0.25, scale_max=2.0, crop_hw=(96, 160))
+    first = _augmented(3, params)
+    for array in first:
+        assert array.shape[:2] == (96, 160)
+    for a, b in zip(first, _augmented(3, params), strict=True):
+        assert np.array_equal(a, b)  # same generator, same sample
+    assert first[0].dtype == np.uint8 and first[2].dtype == np.int32 and first[3].dtype == bool
+    others = [_augmented(seed, params)[1] for seed in range(4, 10)]
+    assert not all(np.array_equal(first[1], other) for other in others)
+
+
+def test_rescaled_labels_are_nearest_samples_aligned_with_the_image() -> None:
+    scene = generate_scene(5, 64, 128)
+    # An image whose colour is its class, so image and labels can be compared pixel by pixel.
+    palette = LABELS.color_table()
+    painted = type("Painted", (), {})()
+    painted.image, painted.semantic, painted.instances = (
+        palette[scene.semantic],
+        scene.semantic,
+        scene.instances,
+    )
+    params = AugmentParams(flip=0.0, scale_min=2.0, scale_max=2.0, crop_hw=(64, 96), **NO_COLOUR)
+    image, semantic, instances, ignore = _augmented(11, params, painted)
+
+    # Scale 2 exactly: every input pixel becomes a 2x2 block, at some crop offset.
+    def blocks(array: Any) -> Any:
+        return np.repeat(np.repeat(array, 2, axis=0), 2, axis=1)
+
+    big_semantic, big_instances = blocks(scene.semantic), blocks(scene.instances)
+    offsets = [
+        (y, x)
+        for y in range(128 - 64 + 1)
+        for x in range(256 - 96 + 1)
+        if np.array_equal(big_semantic[y : y + 64, x : x + 96], semantic)
+        and np.array_equal(big_instances[y : y + 64, x : x + 96], instances)
+    ]
+    assert offsets, "labels are not a nearest-neighbour crop of the 2x image"
+    original_ignore = np.zeros((64, 128), bool)
+    original_ignore[:40, :100] = True
+    (y, x) = next(
+        (y, x)
+        for y, x in offsets
+        if np.array_equal(blocks(original_ignore)[y : y + 64, x : x + 96], ignore)
+    )
+    # The image at the same offset is the bilinear 2x image (pixel-centre convention), so
+    # image and labels are aligned.
+    bilinear = cv2.resize(painted.image, (256, 128), interpolation=cv2.INTER_LINEAR)
+    difference = np.abs(bilinear[y : y + 64, x : x + 96].astype(int) - image.astype(int))
+    assert difference.max() <= 1
+
+
+def test_a_small_rescale_is_padded_with_void_and_ignored() -> None:
+    params = AugmentParams(
+        flip=0.0, scale_min=0.25, scale_max=0.25, crop_hw=(128, 256), **NO_COLOUR
+    )
+    image, semantic, instances, ignore = _augmented(2, params)
+    # 256x512 at 0.25 is 64x128, pasted somewhere into the 128x256 crop.
+    inside = semantic != 255
+    scene = generate_scene(5, 256, 512)
+    void_in_scene = (scene.semantic == 255).mean()
+    assert inside.sum() >= 64 * 128 * (1 - void_in_scene) - 200
+    rows, cols = np.nonzero(~ignore)
+    assert rows.max() - rows.min() < 64 and cols.max() - cols.min() < 128
+    padding = np.ones_like(ignore)
+    padding[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1] = False
+    assert ignore[padding].all() and (semantic[padding] == 255).all()
+    assert (instances[padding] == 0).all() and (image[padding] == params.pad_value).all()
+    assert padding.mean() > 0.7
 
 
 @pytest.mark.slow

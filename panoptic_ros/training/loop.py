@@ -261,7 +261,11 @@ def train(
         source,
         source_indices[:needed],
         seed=cfg.seed,
-        augment_params=AugmentParams(),
+        augment_params=AugmentParams(
+            scale_min=cfg.scale_min,
+            scale_max=cfg.scale_max,
+            crop_hw=(cfg.image_height, cfg.image_width),
+        ),
         stride=metadata.output_stride,
     )
     outcome = TrainOutcome(steps=start_step, seconds=0.0)
