@@ -29,6 +29,7 @@ __all__ = [
     "BackendConfig",
     "BackendName",
     "Config",
+    "DatasetName",
     "FieldSpec",
     "FusionConfig",
     "GridConfig",
@@ -50,6 +51,8 @@ __all__ = [
 
 BackendName = Literal["auto", "tensorrt", "onnxruntime", "torch"]
 Precision = Literal["fp32", "fp16", "int8"]
+#: Where training images come from.
+DatasetName = Literal["synthetic", "cityscapes", "coco"]
 STRIDE = 32
 
 
@@ -410,9 +413,26 @@ class ReplayConfig:
             )
 
 
+def _check_category_map(entries: tuple[str, ...]) -> None:
+    """Check ``train.category_map`` entries are ``ID:class name`` with distinct positive ids."""
+    seen: set[int] = set()
+    for entry in entries:
+        number, sep, name = entry.partition(":")
+        if not sep or not name.strip() or not number.strip().isdigit() or int(number) < 1:
+            raise ConfigError(
+                f"train.category_map entry {entry!r} must look like 'ID:class name' with a "
+                "positive dataset id, e.g. '3:car'"
+            )
+        if int(number) in seen:
+            raise ConfigError(
+                f"train.category_map maps dataset id {int(number)} twice; keep one entry"
+            )
+        seen.add(int(number))
+
+
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
-    """Training on synthetic scenes (and, later, on real datasets)."""
+    """Training on synthetic scenes or a Cityscapes / COCO panoptic dataset."""
 
     steps: int = setting(3000, "optimizer steps", minimum=1)
     batch_size: int = setting(8, "images per step", minimum=1, maximum=1024)
@@ -430,7 +450,43 @@ class TrainConfig:
     eval_every: int = setting(
         500, "evaluate PQ every this many steps; 0 = only at the end", minimum=0
     )
-    eval_images: int = setting(32, "held-out images per evaluation", minimum=1)
+    log_every: int = setting(
+        10, "write the losses to metrics.jsonl every this many steps (and the last)", minimum=1
+    )
+    eval_images: int = setting(
+        32,
+        "images per evaluation: held-out synthetic scenes, or the first N of eval_split "
+        "(0 = all of it)",
+        minimum=0,
+    )
+    dataset: DatasetName = setting(
+        "synthetic",
+        "training data: synthetic scenes, cityscapes (createPanopticImgs' panoptic PNG + JSON) "
+        "or coco (COCO panoptic PNG + JSON)",
+    )
+    dataset_root: str = setting(
+        "",
+        "cityscapes: the folder holding leftImg8bit/ and gtFine/; coco: the folder holding "
+        "annotations/panoptic_<split>.json, its PNG folder and <split>/ images",
+    )
+    train_split: str = setting(
+        "train", "dataset split to train on (Cityscapes 'train', COCO e.g. 'train2017')"
+    )
+    eval_split: str = setting(
+        "val",
+        "dataset split scored every eval_every steps and at the end (COCO e.g. 'val2017'); "
+        "'' = no evaluation",
+    )
+    labels_file: str = setting(
+        "",
+        "the model's classes: '' = Cityscapes' 19, or a JSON/YAML list of {name, isthing, "
+        "color, id} rows (a COCO 'categories' list works)",
+    )
+    category_map: tuple[str, ...] = setting(
+        (),
+        "dataset category -> class as 'ID:class name' entries; [] = each class's own id; "
+        "categories not listed are void",
+    )
     backbone: str = setting("efficientnet_lite0", "backbone architecture name")
     backbone_weights: str = setting(
         "auto",
@@ -460,6 +516,20 @@ class TrainConfig:
                 raise ConfigError(
                     f"train.{key}={getattr(self, key)} must be a multiple of {STRIDE}"
                 )
+        if self.dataset != "synthetic" and not self.dataset_root:
+            raise ConfigError(
+                f"train.dataset={self.dataset!r} needs train.dataset_root, the dataset's folder"
+            )
+        if self.dataset == "synthetic" and (self.labels_file or self.category_map):
+            raise ConfigError(
+                "train.labels_file and train.category_map apply to cityscapes and coco; "
+                "synthetic scenes are drawn in Cityscapes' 19 classes"
+            )
+        if self.dataset == "synthetic" and self.eval_images == 0:
+            raise ConfigError("train.eval_images=0 (a whole split) needs a real train.dataset")
+        if not self.train_split:
+            raise ConfigError("train.train_split must name a split, e.g. 'train'")
+        _check_category_map(self.category_map)
         if self.scale_min > self.scale_max:
             raise ConfigError(
                 f"train.scale_min={self.scale_min} is above train.scale_max={self.scale_max}; "

@@ -304,3 +304,288 @@ def test_torchrun_two_processes(tmp_path: Path) -> None:
     assert json.loads((output / "environment.json").read_text())["world_size"] == 2
     assert (output / "model.safetensors").is_file()
     assert len(_losses(output / "metrics.jsonl")) == 1  # only rank 0 writes (step 4 is last)
+
+
+# ---- real datasets: Cityscapes and COCO panoptic folders -----------------------------------
+
+SCENE_HW = (128, 256)  # written image size; training crops half of it after rescaling
+
+
+def _scenes(first_seed: int, count: int) -> list[Any]:
+    return [generate_scene(first_seed + i, *SCENE_HW) for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+def cityscapes_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Cityscapes panoptic dataset in createPanopticImgs' layout: 8 train, 2 val."""
+    from panoptic_ros.data.panoptic_format import write_cityscapes_panoptic
+
+    root = tmp_path_factory.mktemp("cityscapes")
+    write_cityscapes_panoptic(root, _scenes(0, 8), LABELS, "train")
+    write_cityscapes_panoptic(root, _scenes(100, 2), LABELS, "val", city="frankfurt")
+    return root
+
+
+#: The label space of the COCO test: four classes with their own ids, as a user would write.
+COCO_CLASSES = [
+    {"name": "road", "isthing": 0, "color": [128, 64, 128], "id": 1},
+    {"name": "building", "isthing": 0, "color": [70, 70, 70], "id": 2},
+    {"name": "vehicle", "isthing": 1, "color": [0, 0, 142], "id": 3},
+    {"name": "person", "isthing": 1, "color": [220, 20, 60], "id": 4},
+]
+#: COCO-style category ids for the Cityscapes classes of the scenes (COCO numbers them 1..200).
+COCO_IDS = {name: 101 + i for i, name in enumerate(LABELS.names)}
+
+
+@pytest.fixture(scope="module")
+def coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny COCO panoptic dataset: annotations/panoptic_S.json + PNGs, S/ with JPEGs."""
+    from panoptic_ros.data.panoptic_format import (
+        dataset_categories,
+        panoptic_from_maps,
+        write_coco_panoptic,
+    )
+    from panoptic_ros.labels import ClassInfo, LabelSpace
+
+    coco_like = LabelSpace(
+        tuple(ClassInfo(c.name, c.is_thing, c.color_rgb, COCO_IDS[c.name]) for c in LABELS.classes)
+    )
+    root = tmp_path_factory.mktemp("coco")
+    for split, scenes in (("train2017", _scenes(0, 6)), ("val2017", _scenes(100, 2))):
+        (root / split).mkdir()
+        entries = []
+        for k, scene in enumerate(scenes):
+            image_id = 1000 + k
+            cv2.imwrite(str(root / split / f"{image_id:012d}.jpg"), scene.image[..., ::-1])
+            entries.append(
+                (image_id, *panoptic_from_maps(scene.semantic, scene.instances, coco_like))
+            )
+        json_path = root / "annotations" / f"panoptic_{split}.json"
+        write_coco_panoptic(
+            json_path,
+            root / "annotations" / f"panoptic_{split}",
+            entries,
+            dataset_categories(coco_like),
+        )
+        data = json.loads(json_path.read_text())
+        for row in data["images"]:  # COCO's images are JPEGs beside the PNG annotations
+            row["file_name"] = f"{row['id']:012d}.jpg"
+        for row in data["annotations"]:  # ... which are named after the image
+            row["file_name"] = f"{row['image_id']:012d}.png"
+            (json_path.with_suffix("") / f"{row['image_id']}.png").rename(
+                json_path.with_suffix("") / row["file_name"]
+            )
+        json_path.write_text(json.dumps(data))
+    (root / "coco_classes.json").write_text(json.dumps(COCO_CLASSES))
+    return root
+
+
+def _coco_settings(root: Path) -> dict[str, Any]:
+    vehicles = ("car", "truck", "bus")
+    mapping = [f"{COCO_IDS[n]}:vehicle" for n in vehicles] + [
+        f"{COCO_IDS['road']}:road",
+        f"{COCO_IDS['building']}:building",
+        f"{COCO_IDS['person']}:person",
+        f"{COCO_IDS['rider']}:person",
+    ]
+    return {
+        "train.dataset": "coco",
+        "train.dataset_root": str(root),
+        "train.train_split": "train2017",
+        "train.eval_split": "val2017",
+        "train.labels_file": str(root / "coco_classes.json"),
+        "train.category_map": mapping,
+    }
+
+
+def test_cityscapes_source_reads_the_split_in_a_seeded_order(cityscapes_root: Path) -> None:
+    from panoptic_ros.training.sources import build_training_data
+
+    settings = {**TINY, "train.dataset": "cityscapes", "train.dataset_root": str(cityscapes_root)}
+    settings.update({"train.steps": 6, "train.batch_size": 4, "train.eval_images": 0})
+    data = build_training_data(config_from_flat(settings))
+    assert data.labels.names == LABELS.names
+    assert len(data.indices) == 24  # 3 epochs of 8 images, each a permutation
+    for epoch in range(3):
+        assert sorted(data.indices[8 * epoch : 8 * epoch + 8]) == list(range(8))
+    assert data.indices[:8] != list(range(8))
+    again = build_training_data(config_from_flat(settings))
+    assert again.indices == data.indices
+    reseeded = build_training_data(config_from_flat({**settings, "train.seed": 1}))
+    assert reseeded.indices != data.indices
+    scenes = _scenes(0, 8)
+    sample = data.source(data.indices[0])
+    expected = scenes[data.indices[0]]
+    assert np.array_equal(sample.image, expected.image)  # PNG: lossless
+    thing_without_instance = LABELS.is_thing_table()[expected.semantic] & (expected.instances == 0)
+    assert np.array_equal(sample.ignore_mask, thing_without_instance)  # crowd -> ignored
+    assert (sample.semantic[sample.ignore_mask] == 255).all()
+    assert data.eval_samples is not None and len(data.eval_samples) == 2  # all of val
+    val = data.eval_samples[1]
+    assert np.array_equal(val.semantic, _scenes(100, 2)[1].semantic)  # crowd keeps its class
+
+
+def test_coco_source_maps_categories_through_the_config(coco_root: Path) -> None:
+    from panoptic_ros.training.sources import build_training_data
+
+    settings = {**TINY, **_coco_settings(coco_root), "train.steps": 2, "train.batch_size": 3}
+    data = build_training_data(config_from_flat(settings))
+    assert data.labels.names == ("road", "building", "vehicle", "person")
+    assert data.labels.drivable == (0,)
+    scenes = _scenes(0, 6)
+    for index in range(6):
+        sample = data.source(index)
+        scene = scenes[index]
+        names = np.array([*LABELS.names, *["void"] * (256 - LABELS.num_classes)])[scene.semantic]
+        expected = np.full(scene.semantic.shape, 255, np.uint8)
+        expected[names == "road"] = 0
+        expected[names == "building"] = 1
+        expected[np.isin(names, ["car", "truck", "bus"])] = 2
+        expected[np.isin(names, ["person", "rider"])] = 3
+        expected[sample.ignore_mask] = 255  # crowd regions: void and ignored in training
+        assert np.array_equal(sample.semantic, expected)
+        assert sample.image.shape == (*SCENE_HW, 3)  # a JPEG: the pixels differ, not the size
+    assert (data.source(0).semantic == 2).any()
+    assert data.eval_samples is not None and len(data.eval_samples) == 2
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"train.dataset": "cityscapes"}, r"needs train.dataset_root"),
+        ({"train.dataset": "coco", "train.dataset_root": "/nonexistent"}, "is not a folder"),
+        ({"train.dataset_root": "{cityscapes}", "train.train_split": "test"}, "createPanopticImgs"),
+        (
+            {"train.dataset_root": "{cityscapes}", "train.eval_split": "nope"},
+            r"train.eval_split='nope'",
+        ),
+        (
+            {"train.dataset_root": "{cityscapes}", "train.category_map": ["26:lorry"]},
+            "'lorry' is not in the label space",
+        ),
+        (
+            {"train.dataset_root": "{cityscapes}", "train.category_map": ["999:car"]},
+            "names dataset id 999",
+        ),
+        (
+            {"train.dataset_root": "{cityscapes}", "train.category_map": ["car"]},
+            "must look like 'ID:class name'",
+        ),
+        (
+            {"train.dataset_root": "{cityscapes}", "train.labels_file": "{cityscapes}/gtFine"},
+            "train.labels_file=",
+        ),
+        ({"train.labels_file": "classes.json"}, "apply to cityscapes and coco"),
+        (
+            {"train.dataset_root": "{cityscapes}", "train.scale_min": 2.0, "train.scale_max": 1.0},
+            "swap them",
+        ),
+    ],
+)
+def test_dataset_settings_are_checked_with_one_line_errors(
+    cityscapes_root: Path, settings: dict[str, Any], message: str
+) -> None:
+    from panoptic_ros.errors import ConfigError
+    from panoptic_ros.training.sources import build_training_data
+
+    values = (
+        {"train.dataset": "cityscapes", **settings}
+        if "train.dataset_root" in settings
+        else settings
+    )
+    values = {
+        k: v.replace("{cityscapes}", str(cityscapes_root)) if isinstance(v, str) else v
+        for k, v in values.items()
+    }
+    with pytest.raises(ConfigError, match=message) as caught:
+        build_training_data(config_from_flat({**TINY, **values}))
+    assert "\n" not in str(caught.value)
+
+
+def test_empty_split_and_unmapped_dataset_are_refused(tmp_path: Path) -> None:
+    from panoptic_ros.data.panoptic_format import write_cityscapes_panoptic
+    from panoptic_ros.errors import ConfigError
+    from panoptic_ros.training.sources import build_training_data
+
+    write_cityscapes_panoptic(tmp_path, [], LABELS, "train")
+    settings = {**TINY, "train.dataset": "cityscapes", "train.dataset_root": str(tmp_path)}
+    with pytest.raises(ConfigError, match="lists no annotated images"):
+        build_training_data(config_from_flat(settings))
+    write_cityscapes_panoptic(tmp_path, _scenes(0, 1), LABELS, "train")
+    labels_file = tmp_path / "classes.yaml"
+    labels_file.write_text("- {name: road, isthing: false, color: [1, 2, 3], id: 240}\n")
+    settings["train.labels_file"] = str(labels_file)
+    with pytest.raises(ConfigError, match="maps into the label space"):
+        build_training_data(config_from_flat(settings))
+
+
+def _cli_train(output: Path, settings: dict[str, Any]) -> int:
+    from panoptic_ros.cli.main import main
+
+    torch.set_num_threads(2)
+    flags = [
+        f"--set={k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in settings.items()
+    ]
+    return main(["train", "-o", str(output), "--device", "cpu", "-q", *flags])
+
+
+#: A few steps at 64x128 crops of the 128x256 images, every step logged.
+CLI_TINY = {
+    **TINY,
+    "train.image_height": 64,
+    "train.image_width": 128,
+    "train.scale_min": 0.5,
+    "train.scale_max": 1.0,
+    "train.log_every": 1,
+}
+
+
+@pytest.mark.slow
+def test_cli_trains_on_a_cityscapes_folder(cityscapes_root: Path, tmp_path: Path) -> None:
+    output = tmp_path / "run"
+    settings = {
+        **CLI_TINY,
+        "train.dataset": "cityscapes",
+        "train.dataset_root": str(cityscapes_root),
+        "train.steps": 30,
+        "train.batch_size": 2,
+        "train.eval_every": 15,
+    }
+    assert _cli_train(output, settings) == 0
+    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    losses = [row["total"] for row in rows if "total" in row]
+    assert len(losses) == 30
+    # Random crops at random scales make single steps noisy; windows of 10 are not.
+    assert np.mean(losses[-10:]) < 0.75 * losses[0]
+    assert np.mean(losses[-10:]) < 0.9 * np.mean(losses[:10])
+    evaluations = [row for row in rows if "eval" in row]
+    assert [row["step"] for row in evaluations] == [15, 30]  # on the val split
+    assert set(evaluations[-1]["eval"]["per_class"]) <= set(LABELS.names)
+    assert (output / "checkpoint_last.safetensors").is_file()
+    assert (output / "model.safetensors").is_file()
+    saved = (output / "config.yaml").read_text()
+    assert "dataset: cityscapes" in saved
+
+
+def test_cli_trains_on_coco_with_the_configured_label_space(
+    coco_root: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "run"
+    settings = {**CLI_TINY, **_coco_settings(coco_root), "train.steps": 4, "train.batch_size": 2}
+    assert _cli_train(output, settings) == 0
+    metadata = json.loads((output / "model.json").read_text())
+    names = [row["name"] for row in metadata["classes"]]
+    assert names == ["road", "building", "vehicle", "person"]
+    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "eval" in row] == [4]
+    assert len([row for row in rows if "total" in row]) == 4
+
+
+def test_cli_refuses_a_missing_dataset_before_touching_the_output(
+    tmp_path: Path, capsys: Any
+) -> None:
+    output = tmp_path / "run"
+    settings = {"train.dataset": "cityscapes", "train.dataset_root": str(tmp_path / "missing")}
+    assert _cli_train(output, settings) == 1
+    assert "train.dataset_root=" in capsys.readouterr().err
+    assert not output.exists()

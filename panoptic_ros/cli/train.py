@@ -1,4 +1,4 @@
-"""``panoptic-ros train``: train the network (synthetic street scenes by default)."""
+"""``panoptic-ros train``: train the network on synthetic scenes, Cityscapes or COCO panoptic."""
 
 from __future__ import annotations
 
@@ -24,6 +24,15 @@ Examples:
   panoptic-ros train -o runs/synthetic --config config/train_synthetic.yaml
   panoptic-ros train -o runs/tiny --set train.steps=50 --set train.batch_size=2
   panoptic-ros train -o runs/synthetic --resume          # continue an interrupted run
+  # Cityscapes (createPanopticImgs output under ROOT/gtFine), scored on val every 2000 steps:
+  panoptic-ros train -o runs/cityscapes --set train.dataset=cityscapes \
+      --set train.dataset_root=~/data/cityscapes --set train.image_height=512 \
+      --set train.image_width=1024 --set train.steps=90000 --set train.eval_every=2000
+  # COCO panoptic (ROOT/annotations/panoptic_train2017.json, ..., ROOT/train2017/) with its
+  # 133 categories as the label space:
+  panoptic-ros train -o runs/coco --set train.dataset=coco --set train.dataset_root=~/data/coco \
+      --set train.train_split=train2017 --set train.eval_split=val2017 \
+      --set train.labels_file=panoptic_coco_categories.json --set labels.drivable_classes=[road]
   torchrun --nproc_per_node=4 -m panoptic_ros train -o runs/ddp --config cfg.yaml  # 4 GPUs
       (train.batch_size is per process; several nodes: torchrun's --nnodes/--rdzv-endpoint)
 
@@ -54,6 +63,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``train``."""
+    import logging
     import os
     import shutil
 
@@ -62,39 +72,35 @@ def run(args: argparse.Namespace) -> int:
     first_process = os.environ.get("RANK", "0") == "0"
     if not args.resume and first_process:
         check_output(args.output, args.overwrite)
-        if args.output.exists():
-            shutil.rmtree(args.output)
 
-    from panoptic_ros.data.synthetic import HELD_OUT_SEED_START, generate_scene
-    from panoptic_ros.evaluation.model_eval import evaluate_torch_network, held_out_synthetic
+    from panoptic_ros.evaluation.model_eval import evaluate_torch_network
     from panoptic_ros.fusion import FusionParams
-    from panoptic_ros.labels import CITYSCAPES
     from panoptic_ros.training.loop import train
+    from panoptic_ros.training.sources import build_training_data
 
-    cfg = config.train
-    labels = CITYSCAPES.with_drivable(config.labels.drivable_classes)
-    height, width = cfg.image_height, cfg.image_width
-    held_out = held_out_synthetic(cfg.eval_images, height, width)
+    # Every input (dataset folders, splits, label space, category map) is checked here,
+    # before the output folder is touched.
+    data = build_training_data(config, int(os.environ.get("WORLD_SIZE", "1")))
+    logging.getLogger(__name__).info("training on %s", data.description)
+    if not args.resume and first_process and args.output.exists():
+        shutil.rmtree(args.output)
     fusion = FusionParams.from_config(config.fusion)
-
-    def source(seed: int) -> Any:
-        return generate_scene(seed, height, width)
+    eval_samples = data.eval_samples
 
     def evaluate(network: Any, metadata: Any) -> dict[str, Any]:
+        assert eval_samples is not None  # evaluate is only passed with samples
         device = str(next(network.parameters()).device)
-        return evaluate_torch_network(network, metadata, held_out, fusion, device=device).to_dict()
+        return evaluate_torch_network(
+            network, metadata, eval_samples, fusion, device=device
+        ).to_dict()
 
-    # Training seeds start after a per-run offset and stay below the held-out range.
-    offset = (cfg.seed * 100_003) % HELD_OUT_SEED_START
-    needed = cfg.steps * cfg.batch_size * int(os.environ.get("WORLD_SIZE", "1"))
-    indices = [(offset + i) % HELD_OUT_SEED_START for i in range(needed)]
     outcome = train(
         config,
-        labels,
-        source,
-        indices,
+        data.labels,
+        data.source,
+        data.indices,
         args.output,
-        evaluate=evaluate,
+        evaluate=evaluate if eval_samples is not None else None,
         resume=args.resume,
         progress=progress_enabled(args),
         device=args.device,

@@ -346,7 +346,7 @@ def train(
             record = {"step": step, "lr": lr, **{k: float(v.detach()) for k, v in losses.items()}}
             if step == start_step + 1:
                 outcome.losses["first"] = total
-            if step % 10 == 0 or step == cfg.steps:
+            if step % cfg.log_every == 0 or step == cfg.steps:
                 log(record)
             bar.update(1)
             if bar.disable and dist.main and step % 50 == 0:
