@@ -450,6 +450,11 @@ class TrainConfig:
     eval_every: int = setting(
         500, "evaluate PQ every this many steps; 0 = only at the end", minimum=0
     )
+    checkpoint_every: int = setting(
+        200,
+        "write the resumable checkpoint_last.safetensors every this many steps (and at the end)",
+        minimum=1,
+    )
     log_every: int = setting(
         10, "write the losses to metrics.jsonl every this many steps (and the last)", minimum=1
     )

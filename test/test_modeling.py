@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,11 @@ from panoptic_ros.contract import ModelMetadata  # noqa: E402
 from panoptic_ros.errors import ModelFileError  # noqa: E402
 from panoptic_ros.labels import CITYSCAPES  # noqa: E402
 from panoptic_ros.modeling.backbone import BACKBONES, EfficientNet  # noqa: E402
-from panoptic_ros.modeling.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from panoptic_ros.modeling.checkpoint import (  # noqa: E402
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from panoptic_ros.modeling.network import build_network  # noqa: E402
 from panoptic_ros.modeling.pretrained import (  # noqa: E402
     LITE0_FILE,
@@ -410,20 +415,48 @@ def test_checkpoint_resumes_optimizer_rng_and_extras(tmp_path: Path) -> None:
     network(torch.zeros(1, 64, 64, 3, dtype=torch.uint8))[0].mean().backward()
     optimizer.step()
     metadata = ModelMetadata(labels=CITYSCAPES, input_hw=(64, 64))
-    rng = torch.get_rng_state()
+    # A mixed-precision scaler after three steps: its scale and growth tracker must survive.
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=5)
+    head = nn.Linear(2, 1)
+    head_optimizer = torch.optim.SGD(head.parameters(), lr=0.1)
+    for _ in range(3):
+        scaler.scale(head(torch.ones(1, 2)).sum()).backward()
+        scaler.step(head_optimizer)
+        scaler.update()
+    scaler_state = scaler.state_dict()
+    assert scaler_state["_growth_tracker"] == 3
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    random.random()
+    np.random.standard_normal()  # leaves a cached Gaussian in NumPy's state
+    torch.rand(1)
     path = save_checkpoint(
         tmp_path / "c.safetensors",
         network,
         metadata=metadata,
         extra={"note": "hello"},
         optimizer_state=optimizer.state_dict(),
+        scaler_state=scaler_state,
         step=3,
     )
+    expected = (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.safetensors", "c.train.safetensors"]
     _, _, extras = load_checkpoint(path)
     assert extras["step"] == 3
     assert extras["extra"] == {"note": "hello"}
-    assert torch.equal(extras["rng_state"], rng)
+    resumed_scaler = torch.amp.GradScaler("cpu")
+    resumed_scaler.load_state_dict(extras["scaler_state"])
+    assert resumed_scaler.state_dict() == scaler_state
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    restore_rng_state(extras["rng_state"])
+    again = (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3))
+    assert again[:2] == expected[:2]
+    assert torch.equal(again[2], expected[2])
+    if torch.cuda.is_available():
+        assert len(extras["rng_state"]["cuda"]) == torch.cuda.device_count()
     resumed = torch.optim.AdamW(network.parameters(), lr=1e-3)
     resumed.load_state_dict(extras["optimizer_state"])
     first = next(iter(optimizer.state.values()))

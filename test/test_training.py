@@ -48,6 +48,7 @@ def run(
     resume: bool = False,
     stop_at: int | None = None,
     evaluate: Any = None,
+    device: str = "cpu",
     **overrides: Any,
 ) -> Any:
     torch.set_num_threads(2)
@@ -62,7 +63,7 @@ def run(
         evaluate=evaluate,
         resume=resume,
         progress=False,
-        device="cpu",
+        device=device,
         export_onnx=False,
         stop_at=stop_at,
     )
@@ -240,19 +241,63 @@ def _losses(path: Path) -> dict[int, float]:
     return {row["step"]: row["total"] for row in rows if "total" in row}
 
 
+def _records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 @pytest.mark.slow
-def test_resume_continues_with_the_same_losses(tmp_path: Path) -> None:
-    overrides = {"train.steps": 20, "train.batch_size": 2}
-    straight = run(tmp_path / "straight", **overrides)
-    interrupted = run(tmp_path / "resumed", stop_at=10, **overrides)
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_resume_continues_with_the_same_losses(
+    tmp_path: Path, device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device (mixed precision: the GradScaler state is resumed)")
+    from panoptic_ros.modeling import checkpoint
+
+    saved_at: list[int] = []
+    save = checkpoint.save_checkpoint
+
+    def recording_save(*args: Any, **kwargs: Any) -> Any:
+        if "optimizer_state" in kwargs:
+            saved_at.append(kwargs["step"])
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", recording_save)
+    overrides = {
+        "train.steps": 20,
+        "train.batch_size": 2,
+        "train.log_every": 1,
+        "train.checkpoint_every": 4,
+    }
+    straight = run(tmp_path / "straight", device=device, **overrides)
+    assert saved_at == [4, 8, 12, 16, 20]  # every checkpoint_every steps, and the last
+    saved_at.clear()
+    interrupted = run(tmp_path / "resumed", stop_at=10, device=device, **overrides)
     assert interrupted.steps == 10
-    resumed = run(tmp_path / "resumed", resume=True, **overrides)
-    assert resumed.steps == 20
+    assert saved_at == [4, 8, 10]
+    resumed = run(tmp_path / "resumed", resume=True, device=device, **overrides)
+    assert resumed.steps == straight.steps == 20
+
     expected = _losses(tmp_path / "straight" / "metrics.jsonl")
-    got = _losses(tmp_path / "resumed" / "metrics.jsonl")
-    assert sorted(got) == sorted(expected) == [10, 20]
-    assert got[20] == pytest.approx(expected[20], rel=1e-4)
-    assert straight.steps == 20
+    rows = _records(tmp_path / "resumed" / "metrics.jsonl")
+    # The resumed run appends steps 11.. right after the interrupted run's 1..10.
+    assert [row["step"] for row in rows] == list(range(1, 21)) == sorted(expected)
+    # CPU runs repeat to rounding; on CUDA autocast and atomics leave a little noise.
+    tolerance = 1e-5 if device == "cpu" else 2e-2
+    first_after_resume = rows[10]
+    assert first_after_resume["step"] == 11
+    assert first_after_resume["total"] == pytest.approx(expected[11], rel=tolerance)
+    assert resumed.losses["first"] == pytest.approx(expected[11], rel=tolerance)
+    for row in rows[10:]:
+        assert row["total"] == pytest.approx(expected[row["step"]], rel=tolerance), row["step"]
+    assert rows[10]["lr"] == _records(tmp_path / "straight" / "metrics.jsonl")[10]["lr"]
+    # The mixed-precision scaler went on from its saved scale and growth count ({} on CPU).
+    states = [
+        checkpoint.load_checkpoint(tmp_path / run_dir / "checkpoint_last.safetensors")[2]
+        for run_dir in ("straight", "resumed")
+    ]
+    assert states[0]["scaler_state"] == states[1]["scaler_state"]
+    assert bool(states[0]["scaler_state"]) == (device == "cuda")
 
 
 @pytest.mark.slow

@@ -1,9 +1,11 @@
 """Checkpoints as safetensors only: weights + architecture + model metadata, resumable.
 
 ``path`` holds the network's tensors with the architecture and ModelMetadata as JSON in the
-safetensors header. Training state (optimizer tensors, step, RNG) goes beside it in
-``<stem>.train.safetensors``. Files are written to a temporary name and renamed, so a crash
-never leaves a half-written checkpoint.
+safetensors header. Training state (optimizer tensors, step, the GradScaler's state and the
+random generators of Python, NumPy, torch's CPU and every CUDA device) goes beside it in
+``<stem>.train.safetensors``, so a resumed run continues as the uninterrupted one would.
+Files are written to a temporary name and renamed, so a crash never leaves a half-written
+checkpoint.
 """
 
 from __future__ import annotations
@@ -11,17 +13,26 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import torch
 
 from panoptic_ros.contract import ModelMetadata
 from panoptic_ros.errors import ConfigError, ModelFileError
 from panoptic_ros.modeling.network import PanopticNet, build_network_from_architecture
 
-__all__ = ["load_checkpoint", "save_checkpoint", "training_state_path"]
+__all__ = [
+    "capture_rng_state",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+    "training_state_path",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +95,73 @@ def _unflatten_optimizer(
     return {"state": state, "param_groups": groups}
 
 
+def capture_rng_state() -> dict[str, Any]:
+    """The state of every random generator a training run may draw from.
+
+    Returns:
+        ``python`` (``random.getstate()``), ``numpy`` (the legacy global generator's
+        ``get_state()``), ``torch`` ([B] uint8 CPU generator) and ``cuda`` (one [B] uint8
+        per device; empty without CUDA).
+    """
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Set the generators to a :func:`capture_rng_state` result (absent parts are skipped).
+
+    CUDA states are restored only onto the same number of devices (logged otherwise).
+    """
+    if state.get("python") is not None:
+        random.setstate(state["python"])
+    if state.get("numpy") is not None:
+        np.random.set_state(state["numpy"])
+    if state.get("torch") is not None:
+        torch.set_rng_state(state["torch"])
+    cuda = list(state.get("cuda") or [])
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    elif cuda:
+        logger.warning(
+            "not restoring %d CUDA generator states on %d devices",
+            len(cuda),
+            torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        )
+
+
+def _flatten_rng(state: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split :func:`capture_rng_state` into tensors and a JSON-able rest."""
+    version, internal, gauss = state["python"]
+    kind, keys, position, has_gauss, cached = state["numpy"]
+    tensors = {
+        "rng.torch": state["torch"].contiguous(),
+        "rng.numpy": torch.from_numpy(np.asarray(keys, dtype=np.int64)),  # 624 uint32 words
+        **{f"rng.cuda.{i}": t.contiguous() for i, t in enumerate(state["cuda"])},
+    }
+    rest = {
+        "python": [version, list(internal), gauss],
+        "numpy": [kind, int(position), int(has_gauss), float(cached)],
+        "cuda_devices": len(state["cuda"]),
+    }
+    return tensors, rest
+
+
+def _unflatten_rng(tensors: Mapping[str, torch.Tensor], rest: Mapping[str, Any]) -> dict[str, Any]:
+    version, internal, gauss = rest["python"]
+    kind, position, has_gauss, cached = rest["numpy"]
+    keys = tensors["rng.numpy"].numpy().astype(np.uint32)
+    return {
+        "python": (version, tuple(internal), gauss),
+        "numpy": (kind, keys, position, has_gauss, cached),
+        "torch": tensors["rng.torch"],
+        "cuda": [tensors[f"rng.cuda.{i}"] for i in range(int(rest["cuda_devices"]))],
+    }
+
+
 def save_checkpoint(
     path: Path,
     model: PanopticNet,
@@ -91,6 +169,7 @@ def save_checkpoint(
     metadata: ModelMetadata,
     extra: dict[str, str] | None = None,
     optimizer_state: dict[str, Any] | None = None,
+    scaler_state: Mapping[str, Any] | None = None,
     step: int = 0,
 ) -> Path:
     """Write ``model`` (and optionally the optimizer state) as safetensors.
@@ -103,7 +182,10 @@ def save_checkpoint(
         extra: Free-form string entries for the header (returned by :func:`load_checkpoint`
             under ``extras["extra"]``).
         optimizer_state: ``optimizer.state_dict()`` to resume training; its tensors are
-            stored flat, the rest as JSON; the torch CPU RNG state is stored with it.
+            stored flat, the rest as JSON; the state of every random generator
+            (:func:`capture_rng_state`, taken now) is stored with it.
+        scaler_state: ``GradScaler.state_dict()`` (mixed precision), stored with the
+            optimizer state; ``{}`` for a disabled scaler.
         step: Training step, stored in both files so a stale training state is detected.
 
     Returns:
@@ -131,11 +213,17 @@ def save_checkpoint(
         # Training state first: a crash between the two writes then leaves a newer
         # training state beside an older checkpoint, which load_checkpoint ignores by step.
         tensors, skeleton = _flatten_optimizer(optimizer_state)
-        tensors["rng.torch"] = torch.get_rng_state()  # [B] uint8: the CPU generator's bytes
+        rng_tensors, rng_rest = _flatten_rng(capture_rng_state())
         _atomic_save(
-            tensors,
+            {**tensors, **rng_tensors},
             training_state_path(path),
-            {"format": FORMAT, "optimizer": json.dumps(skeleton), "step": str(step)},
+            {
+                "format": FORMAT,
+                "optimizer": json.dumps(skeleton),
+                "rng": json.dumps(rng_rest),
+                "scaler": json.dumps(dict(scaler_state or {})),
+                "step": str(step),
+            },
         )
     _atomic_save(weights, path, header)
     return path
@@ -147,8 +235,10 @@ def load_checkpoint(path: Path) -> tuple[PanopticNet, ModelMetadata, dict[str, A
     Returns:
         (network in eval mode, metadata, extras): extras hold ``step``, ``extra`` (the
         ``extra`` strings given at save time) and, when a training state of the same step
-        lies beside it, ``optimizer_state`` (for ``optimizer.load_state_dict``) and
-        ``rng_state`` ([B] uint8, for ``torch.set_rng_state``).
+        lies beside it, ``optimizer_state`` (for ``optimizer.load_state_dict``),
+        ``scaler_state`` (for ``GradScaler.load_state_dict``; ``{}`` if none was saved)
+        and ``rng_state`` (for :func:`restore_rng_state`; None in files written before
+        it was saved).
 
     Raises:
         ModelFileError: Missing, unreadable or foreign file, or weights that do not fit.
@@ -198,11 +288,18 @@ def load_checkpoint(path: Path) -> tuple[PanopticNet, ModelMetadata, dict[str, A
             tensors = load_file(str(state_path))
             skeleton = json.loads(state_header["optimizer"])
             state_step = int(state_header.get("step", "-1"))
-        except (SafetensorError, OSError, KeyError, ValueError) as err:
+            scaler_state = json.loads(state_header.get("scaler", "{}"))
+            rng_state = None
+            if "rng" in state_header:
+                rng_state = _unflatten_rng(tensors, json.loads(state_header["rng"]))
+            elif "rng.torch" in tensors:  # written before the other generators were saved
+                rng_state = {"torch": tensors["rng.torch"]}
+        except (SafetensorError, OSError, KeyError, ValueError, TypeError) as err:
             raise ModelFileError(f"cannot read training state {str(state_path)!r}: {err}") from err
         if state_step == step:
             extras["optimizer_state"] = _unflatten_optimizer(tensors, skeleton)
-            extras["rng_state"] = tensors.get("rng.torch")
+            extras["scaler_state"] = scaler_state
+            extras["rng_state"] = rng_state
         else:
             logger.warning(
                 "ignoring training state %s: step %d, checkpoint step %d",

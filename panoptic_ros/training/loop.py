@@ -1,6 +1,7 @@
 """The training loop: AdamW with warm-up and poly decay, periodic PQ, resumable checkpoints.
 
-Outputs in ``output_dir``: ``checkpoint_last.safetensors`` (+ optimizer state, resumable),
+Outputs in ``output_dir``: ``checkpoint_last.safetensors`` (+ the optimizer, GradScaler and
+random generator states beside it: resumable, written every ``train.checkpoint_every`` steps),
 ``model.safetensors`` (final weights), ``model.onnx`` + ``model.json`` (heads contract),
 ``metrics.jsonl`` (one JSON line per log/eval step), ``config.yaml`` and
 ``environment.json`` (versions), so every run can be reproduced and compared.
@@ -186,7 +187,11 @@ def train(
     import torch
     from tqdm import tqdm
 
-    from panoptic_ros.modeling.checkpoint import load_checkpoint, save_checkpoint
+    from panoptic_ros.modeling.checkpoint import (
+        load_checkpoint,
+        restore_rng_state,
+        save_checkpoint,
+    )
     from panoptic_ros.modeling.network import build_network_from_config
     from panoptic_ros.modeling.pretrained import load_backbone_weights
     from panoptic_ros.training.losses import panoptic_loss
@@ -223,6 +228,8 @@ def train(
     )
     start_step = 0
     optimizer_state: dict[str, Any] | None = None
+    scaler_state: dict[str, Any] = {}
+    rng_state: dict[str, Any] | None = None
     checkpoint_path = output_dir / CHECKPOINT_NAME
     if resume:
         if not checkpoint_path.is_file():
@@ -230,6 +237,8 @@ def train(
         network, metadata, extras = load_checkpoint(checkpoint_path)
         start_step = int(extras.get("step", 0))
         optimizer_state = extras.get("optimizer_state")
+        scaler_state = extras.get("scaler_state") or {}
+        rng_state = extras.get("rng_state")
         logger.info("resuming from %s at step %d", checkpoint_path, start_step)
     else:
         load_backbone_weights(network.backbone, cfg.backbone_weights)
@@ -275,6 +284,8 @@ def train(
     )
     use_amp = dev.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if scaler_state and scaler.is_enabled():  # a CPU run's (disabled) scaler saves {}
+        scaler.load_state_dict(scaler_state)
     started = time.monotonic()
     window: list[float] = []
     bar = tqdm(
@@ -325,6 +336,11 @@ def train(
         ):
             if step >= cfg.steps or (stop_at is not None and step >= stop_at):
                 break
+            if rng_state is not None:
+                # Restored after the loader has started (it draws its workers' base seed),
+                # so every generator is where the uninterrupted run had it at this step.
+                restore_rng_state(rng_state)
+                rng_state = None
             lr = learning_rate_at(
                 step, peak=cfg.learning_rate, warmup=cfg.warmup_steps, total=cfg.steps
             )
@@ -363,12 +379,13 @@ def train(
             bar.set_postfix(loss=f"{np.mean(window[-20:]):.3f}", lr=f"{lr:.1e}")
             if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
                 run_evaluation(step)
-            if step % 200 == 0 and step < cfg.steps and dist.main:
+            if step % cfg.checkpoint_every == 0 and step < cfg.steps and dist.main:
                 save_checkpoint(
                     checkpoint_path,
                     network,
                     metadata=metadata,
                     optimizer_state=optimizer.state_dict(),
+                    scaler_state=scaler.state_dict(),
                     step=step,
                 )
         outcome.steps = step
@@ -392,6 +409,7 @@ def train(
             network,
             metadata=metadata,
             optimizer_state=optimizer.state_dict(),
+            scaler_state=scaler.state_dict(),
             step=step,
         )
         if step < cfg.steps:  # stopped early (stop_at): resumable, nothing final written
