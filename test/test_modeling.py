@@ -138,50 +138,60 @@ def test_lite0_conversion_is_checksummed() -> None:
     assert LITE0_FILE.endswith(".pth")
 
 
-def _timm_state(backbone: EfficientNet) -> dict[str, torch.Tensor]:
-    """Our weights under timm's names (the inverse of from_timm_names)."""
-    out = {}
-    for key, tensor in backbone.state_dict().items():
-        if key.startswith("stem.0."):
-            out["conv_stem." + key[7:]] = tensor
-        elif key.startswith("stem.1."):
-            out["bn1." + key[7:]] = tensor
-        else:
-            _, s, j, part, index, rest = key.split(".", 5)
-            separable = isinstance(backbone.stages[int(s)][int(j)].conv_pw, nn.Identity)
-            names = (
-                {
-                    "conv_dw0": "conv_dw",
-                    "conv_dw1": "bn1",
-                    "conv_pwl0": "conv_pw",
-                    "conv_pwl1": "bn2",
-                }
-                if separable
-                else {
-                    "conv_pw0": "conv_pw",
-                    "conv_pw1": "bn1",
-                    "conv_dw0": "conv_dw",
-                    "conv_dw1": "bn2",
-                    "conv_pwl0": "conv_pwl",
-                    "conv_pwl1": "bn3",
-                }
-            )
-            out[f"blocks.{s}.{j}.{names[part + index]}.{rest}"] = tensor
-    out["classifier.weight"] = torch.zeros(1000, 1280)
-    return out
+#: timm's real key names and shapes for tf_efficientnet_lite0 (written by the script beside it).
+TIMM_LITE0_KEYS = Path(__file__).parent / "data" / "timm_tf_efficientnet_lite0_keys.txt"
 
 
-def test_timm_named_checkpoints_load(tmp_path: Path) -> None:
+def _timm_lite0_shapes() -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for line in TIMM_LITE0_KEYS.read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, *dims = line.split()
+            shapes[key] = tuple(int(d) for d in dims)
+    return shapes
+
+
+def test_from_timm_names_maps_every_key_of_timm_lite0(tmp_path: Path) -> None:
+    """timm's own key list (not an inverse of our mapping) loads into our backbone."""
     from safetensors.torch import save_file
 
-    source = EfficientNet("efficientnet_lite0")
-    load_backbone_weights(source, "auto")
+    shapes = _timm_lite0_shapes()
+    assert shapes["classifier.weight"] == (1000, 1280)  # the whole model, head included
+    # A distinct value per tensor, so a key mapped onto the wrong tensor is seen.
+    state = {
+        key: torch.tensor(i) if not shape else torch.full(shape, float(i))
+        for i, (key, shape) in enumerate(shapes.items())
+    }
+    backbone = EfficientNet("efficientnet_lite0")
+    ours = backbone.state_dict()
+    renamed = from_timm_names(state, backbone)
+    assert set(renamed) == set(ours)  # every backbone tensor is filled, none invented
+    for key, tensor in renamed.items():
+        assert tensor.shape == ours[key].shape, key
+    source_of = {int(t.flatten()[0]): key for key, t in state.items()}
+    used = {source_of[int(t.flatten()[0])] for t in renamed.values()}
+    assert len(used) == len(renamed)  # one timm tensor per backbone tensor
+    assert all(k.startswith(("conv_head.", "bn2.", "classifier.")) for k in set(state) - used)
+    # Named as timm names them: stage 0 is separable, the rest inverted residuals.
+    expected_pairs = {
+        "conv_stem.weight": "stem.0.weight",
+        "bn1.running_var": "stem.1.running_var",
+        "blocks.0.0.conv_dw.weight": "stages.0.0.conv_dw.0.weight",
+        "blocks.0.0.conv_pw.weight": "stages.0.0.conv_pwl.0.weight",
+        "blocks.1.0.conv_pw.weight": "stages.1.0.conv_pw.0.weight",
+        "blocks.1.0.bn2.weight": "stages.1.0.conv_dw.1.weight",
+        "blocks.6.0.conv_pwl.weight": "stages.6.0.conv_pwl.0.weight",
+    }
+    for timm_key, our_key in expected_pairs.items():
+        assert source_of[int(renamed[our_key].flatten()[0])] == timm_key
+
+    # Through the file loader: timm naming is recognised and every tensor lands.
     path = tmp_path / "timm_lite0.safetensors"
-    save_file({k: v.contiguous() for k, v in _timm_state(source).items()}, str(path))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     target = EfficientNet("efficientnet_lite0")
     load_backbone_weights(target, path)
-    for (name, a), b in zip(source.state_dict().items(), target.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    for key, tensor in target.state_dict().items():
+        assert torch.equal(tensor, renamed[key].to(tensor.dtype)), key
     with pytest.raises(ModelFileError, match="neither timm's nor"):
         from_timm_names({"weird.key": torch.zeros(1)}, target)
 
