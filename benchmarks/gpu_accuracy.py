@@ -25,6 +25,7 @@ from panoptic_ros.results import HeadOutputs
 
 
 def main() -> None:
+    """Compare the GPU fusion with NumPy on held-out scenes; print the report."""
     checkpoint = Path(sys.argv[1])
     count = int(sys.argv[2]) if len(sys.argv) > 2 else 32
     scenes = held_out_synthetic(count, 256, 512)

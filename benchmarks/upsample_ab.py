@@ -17,6 +17,7 @@ from panoptic_ros.labels import CITYSCAPES
 
 
 def main() -> None:
+    """Time the host and device map expansion; print the figures."""
     labels = CITYSCAPES.with_drivable(["road"])
     rng = np.random.default_rng(0)
     for camera in ((540, 960), (1024, 2048)):

@@ -37,6 +37,45 @@ def _ms_since(start_ns: int) -> float:
     return (time.perf_counter_ns() - start_ns) / 1e6
 
 
+class _DeviceClock:
+    """Device-side time of a stage from CUDA events; nothing to wait for off CUDA.
+
+    Host stages keep the monotonic clock; on CUDA, the wait at the end of a stage makes
+    that clock include the queued device work, and the events say how much of it was the
+    device's own time.
+    """
+
+    def __init__(self, device: Any) -> None:
+        import torch
+
+        self._torch = torch
+        self._device = torch.device(device)
+        self._cuda = self._device.type == "cuda"
+        self._events: Any = None
+
+    def start(self) -> None:
+        """Mark the start of the stage on the current stream."""
+        if self._cuda:
+            event = self._torch.cuda.Event
+            begin = event(enable_timing=True)  # type: ignore[no-untyped-call]
+            begin.record()
+            self._events = (begin, event(enable_timing=True))  # type: ignore[no-untyped-call]
+
+    def stop(self) -> float:
+        """Wait for the device; return its time since :meth:`start` in ms (0 off CUDA)."""
+        if not self._cuda:
+            return 0.0
+        begin, end = self._events
+        end.record()
+        end.synchronize()
+        return float(begin.elapsed_time(end))
+
+    def synchronize(self) -> None:
+        """Wait for the work queued on the device."""
+        if self._cuda:
+            self._torch.cuda.synchronize(self._device)
+
+
 class PanopticPipeline:
     """Runs one camera frame through decode, letterbox, network and fusion.
 
@@ -52,12 +91,13 @@ class PanopticPipeline:
         self.backend = backend
         self.labels = labels
         self.fusion = fusion
-        # Fuse on the device when the backend keeps its outputs there (torch on CUDA): only
-        # the stride-4 maps then cross to the host.
+        # Fuse on the device when the backend hands its heads over as device tensors (torch
+        # on CUDA; TensorRT with torch-owned buffers): only the stride-4 maps then cross to
+        # the host. A fused-contract model has no heads to hand over.
         self.device_fusion = (
             gpu_fusion
-            and hasattr(backend, "infer_tensors")
-            and str(getattr(backend, "device", "cpu")).startswith("cuda")
+            and bool(getattr(backend, "device_outputs", False))
+            and not getattr(backend, "fused", False)
         )
         self.network_hw = backend.input_hw
         self.stride = backend.metadata.output_stride
@@ -157,12 +197,15 @@ class PanopticPipeline:
             )
         letterbox_on_device(frame, letterbox, self._device_input)
         self._device_frame = (image, frame)  # reused by render() for the overlay
-        torch.cuda.synchronize(frame.device)
+        clock = _DeviceClock(frame.device)
+        clock.synchronize()
         timings.preprocess_ms = _ms_since(start)
 
         start = time.perf_counter_ns()
+        clock.start()
         logits, heatmap, offsets = self.backend.infer_tensors(self._device_input)  # type: ignore[attr-defined]
-        torch.cuda.synchronize(frame.device)  # device time belongs to inference, not fusion
+        # Waiting here keeps the network's device time in inference, not fusion.
+        timings.inference_device_ms = clock.stop()
         timings.inference_ms = _ms_since(start)
         start = time.perf_counter_ns()
         cells = fuse_cells_torch(

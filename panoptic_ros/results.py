@@ -83,6 +83,9 @@ class StageTimings:
     inference_ms: float = 0.0
     fusion_ms: float = 0.0
     messages_ms: float = 0.0
+    #: The network's own device time from CUDA events (0 when not measured: off CUDA or on
+    #: the host path); part of ``inference_ms``, not added to the total.
+    inference_device_ms: float = 0.0
 
     @property
     def total_ms(self) -> float:

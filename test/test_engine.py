@@ -1,25 +1,32 @@
-"""TensorRT engine logic that needs no GPU: build plans per version, staleness, cache, lock.
+"""TensorRT engines without a GPU: build plans per version, staleness, cache, lock, and the
+builder, backend and pipeline run end to end against a stand-in of TensorRT 10 and 11.
 
-Building and running engines needs TensorRT and an NVIDIA GPU; those tests are marked
-``gpu`` and skip with the reason here.
+Building and running engines on real TensorRT needs an NVIDIA GPU; that test is marked
+``gpu`` and skips with the reason here.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
+import types
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from fake_tensorrt import make_tensorrt
 
 from panoptic_ros.contract import ModelMetadata
 from panoptic_ros.errors import BackendError, EngineError
 from panoptic_ros.export.engine import (
+    BuildPlan,
     DeviceInfo,
     EngineRecord,
+    build_engine,
     build_plan,
     engine_cache_path,
     ensure_engine,
@@ -254,3 +261,286 @@ def test_real_engine_build_and_run(tiny_onnx_model: Path, tmp_path: Path) -> Non
         heads = backend.infer(image)
     reference = ort.InferenceSession(str(tiny_onnx_model)).run(None, {"image": image})
     assert np.abs(heads.semantic_logits - reference[0]).max() < 1e-2
+
+
+# ------------------------------------------------------------------ against the TensorRT stand-in
+# test/fake_tensorrt.py follows the real bindings of TensorRT 10 and 11 (names, enums, return
+# values, failure modes) and runs the ONNX model in ONNX Runtime at the addresses TensorRT is
+# given. Torch CPU tensors stand in for device memory.
+
+VERSIONS = ("10.3.0", "11.1.0")
+STAND_IN_GPU = ("Stand-in GPU", "8.7", 16)
+
+
+def _device(trt: types.ModuleType, dla_cores: int = 2) -> DeviceInfo:
+    return DeviceInfo(trt.__version__, STAND_IN_GPU[0], STAND_IN_GPU[1], 16, dla_cores=dla_cores)
+
+
+@pytest.fixture(params=VERSIONS)
+def fake_trt(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """The stand-in tensorrt module of TensorRT 10.3 or 11.1 (two DLA cores), imported as such."""
+    module = make_tensorrt(request.param, dla_cores=2)
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+    return module
+
+
+@pytest.fixture
+def no_implicit_host_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU tensors refuse ``np.asarray(tensor)`` as CUDA tensors do (``TypeError``).
+
+    The stand-in device memory is host memory, so code that silently treated a device tensor
+    as a NumPy array would pass on CPU and crash on a GPU; within a test using this fixture
+    it fails the same way. Explicit ``tensor.cpu().numpy()`` copies still work.
+    """
+    torch = pytest.importorskip("torch")
+
+    def refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"can't convert {self.device} device type tensor to numpy implicitly (stand-in for "
+            "a CUDA tensor); use Tensor.cpu() to copy the tensor to host memory first"
+        )
+
+    monkeypatch.setattr(torch.Tensor, "__array__", refuse)
+
+
+def _build(
+    trt: types.ModuleType,
+    onnx_path: Path,
+    tmp_path: Path,
+    *,
+    metadata: ModelMetadata | None = None,
+    input_hw: tuple[int, int] = (128, 256),
+    **kwargs: Any,
+) -> tuple[Path, EngineRecord]:
+    from panoptic_ros.export.onnx_export import read_onnx_metadata
+
+    return ensure_engine(
+        onnx_path,
+        metadata=metadata or read_onnx_metadata(onnx_path),
+        input_hw=input_hw,
+        cache_dir=tmp_path / "cache",
+        device=_device(trt),
+        **kwargs,
+    )
+
+
+def test_stand_in_follows_the_version(fake_trt: types.ModuleType) -> None:
+    flags = fake_trt.NetworkDefinitionCreationFlag
+    if fake_trt.__version__.startswith("10."):
+        assert (int(flags.EXPLICIT_BATCH), int(flags.STRONGLY_TYPED)) == (0, 1)
+        assert hasattr(fake_trt.BuilderFlag, "FP16") and hasattr(fake_trt.BuilderFlag, "INT8")
+    else:
+        assert int(flags.STRONGLY_TYPED) == 0 and not hasattr(flags, "EXPLICIT_BATCH")
+        assert not hasattr(fake_trt.BuilderFlag, "FP16")
+        assert not hasattr(fake_trt.BuilderFlag, "INT8")
+    assert fake_trt.Runtime(fake_trt.Logger()).deserialize_cuda_engine(b"\x00" * 64) is None
+
+
+@pytest.mark.parametrize("fp16_flag", [False, True])
+def test_build_engine_sets_what_the_plan_says(
+    fake_trt: types.ModuleType, tiny_onnx_model: Path, tmp_path: Path, fp16_flag: bool
+) -> None:
+    from panoptic_ros.export.onnx_export import read_onnx_metadata
+
+    metadata = read_onnx_metadata(tiny_onnx_model)
+    device = _device(fake_trt)
+    if fp16_flag and device.tensorrt_major >= 11:
+        with pytest.raises(EngineError, match="no FP16 builder flag"):
+            build_plan(device, metadata.precision, fp16_flag=True)
+        return
+    plan = build_plan(device, metadata.precision, fp16_flag=fp16_flag)
+    record = build_engine(
+        tiny_onnx_model,
+        tmp_path / "e.plan",
+        metadata=metadata,
+        input_hw=(128, 256),
+        device=device,
+        plan=plan,
+        workspace_mb=512,
+        timing_cache=tmp_path / "timing.cache",
+    )
+    built = fake_trt.fake_builds[-1]
+    assert built["strongly_typed"] == (not fp16_flag)  # the network creation flag reached it
+    assert built["flags"] == (["FP16"] if fp16_flag else [])
+    assert built["workspace_bytes"] == 512 << 20
+    assert built["profiles"] == {"image": [[1, 128, 256, 3]] * 3}  # dynamic H, W need one
+    assert built["device_type"] == "GPU"
+    assert (record.strongly_typed, record.builder_flags) == (not fp16_flag, plan.builder_flags)
+    assert record.precision == "fp32" and record.opt_shape == (1, 128, 256, 3)
+
+
+def test_a_strongly_typed_network_refuses_precision_flags(
+    tiny_onnx_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TensorRT 10 fails a build that mixes both; the plan never asks for it."""
+    trt = make_tensorrt("10.3.0")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    from panoptic_ros.export.onnx_export import read_onnx_metadata
+
+    wrong = BuildPlan(True, ("FP16",), -1, "both")
+    with pytest.raises(EngineError, match="failed to build"):
+        build_engine(
+            tiny_onnx_model,
+            tmp_path / "e.plan",
+            metadata=read_onnx_metadata(tiny_onnx_model),
+            input_hw=(128, 256),
+            device=_device(trt),
+            plan=wrong,
+        )
+    assert not (tmp_path / "e.plan").exists()
+
+
+def test_timing_cache_is_written_and_reused(
+    fake_trt: types.ModuleType, tiny_onnx_model: Path, tmp_path: Path, caplog: Any
+) -> None:
+    with caplog.at_level("INFO"):
+        path, first = _build(fake_trt, tiny_onnx_model, tmp_path)
+    assert "engine build: Building engine" in caplog.text  # the progress monitor was called
+    cold = fake_trt.fake_builds[-1]
+    caches = list(path.parent.glob("timing.*.cache"))
+    assert len(caches) == 1 and cold["timing_cache_hits"] == 0 and cold["timing_cache_misses"] > 0
+    _build(fake_trt, tiny_onnx_model, tmp_path, force=True)
+    warm = fake_trt.fake_builds[-1]
+    assert warm["timing_cache_hits"] == cold["timing_cache_misses"]
+    assert warm["timing_cache_misses"] == 0
+    assert first.build_seconds >= 0
+
+
+def test_dla_build_falls_back_to_the_gpu_and_runs_on_its_core(
+    tiny_onnx_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from panoptic_ros.backends.trt_backend import TensorRTBackend
+    from panoptic_ros.export.quantize import convert_fp16
+
+    trt = make_tensorrt("10.3.0", dla_cores=2)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    fp16 = tmp_path / "tiny.fp16.onnx"
+    metadata = convert_fp16(tiny_onnx_model, fp16)
+    path, record = _build(trt, fp16, tmp_path, metadata=metadata, dla_core=1)
+    built = trt.fake_builds[-1]
+    assert (built["device_type"], built["dla_core"], built["flags"]) == ("DLA", 1, ["GPU_FALLBACK"])
+    assert built["strongly_typed"] and record.dla_core == 1 and "-dla1-" in path.name
+    backend = TensorRTBackend(path, metadata, (128, 256), device="cpu", dla_core=record.dla_core)
+    assert backend._engine.executing_dla_core == 1  # the runtime was told the core
+
+
+def test_unparsable_models_are_refused_with_the_parser_errors(
+    fake_trt: types.ModuleType, tiny_onnx_model: Path, tmp_path: Path
+) -> None:
+    import onnx
+
+    from panoptic_ros.export.onnx_export import read_onnx_metadata
+
+    proto = onnx.load(str(tiny_onnx_model))
+    # A valid ONNX operator that TensorRT's parser has no importer for.
+    proto.graph.node.append(onnx.helper.make_node("Det", ["offsets"], ["det"], name="det_op"))
+    broken = tmp_path / "unsupported.onnx"
+    onnx.save(proto, str(broken))
+    with pytest.raises(EngineError, match=r"TensorRT cannot parse .*no importer .* Det") as caught:
+        _build(fake_trt, broken, tmp_path, metadata=read_onnx_metadata(tiny_onnx_model))
+    assert "\n" not in str(caught.value)
+
+
+DEMO_HW = (256, 512)
+
+
+def _demo_backend(trt: types.ModuleType, tmp_path: Path, **kwargs: Any) -> Any:
+    """A TensorRT backend (stand-in, CPU tensors as device memory) for the bundled model."""
+    from panoptic_ros.backends.trt_backend import TensorRTBackend
+    from panoptic_ros.export.onnx_export import read_onnx_metadata
+    from panoptic_ros.resources import default_model_path
+
+    model = default_model_path()
+    metadata = read_onnx_metadata(model)
+    path, record = _build(trt, model, tmp_path, metadata=metadata, input_hw=DEMO_HW, **kwargs)
+    return TensorRTBackend(path, metadata, DEMO_HW, device="cpu", dla_core=record.dla_core)
+
+
+def _ort_backend(model: Path | None = None) -> Any:
+    from panoptic_ros.backends.ort_backend import OnnxRuntimeBackend
+    from panoptic_ros.resources import default_model_path
+
+    return OnnxRuntimeBackend(model or default_model_path(), device="cpu", num_threads=1)
+
+
+def _scene(index: int, hw: tuple[int, int] = DEMO_HW) -> np.ndarray:
+    from panoptic_ros.data.synthetic import HELD_OUT_SEED_START, generate_scene
+
+    return generate_scene(HELD_OUT_SEED_START + index, *hw).image
+
+
+def _assert_same_result(got: Any, want: Any) -> None:
+    assert np.array_equal(got.semantic, want.semantic)
+    assert np.array_equal(got.instance_ids, want.instance_ids)
+    assert np.array_equal(got.drivable_mask, want.drivable_mask)
+    assert len(got.instances) == len(want.instances)
+    for a, b in zip(got.instances, want.instances, strict=True):
+        assert (a.class_id, a.bbox_xyxy, a.area_px) == (b.class_id, b.bbox_xyxy, b.area_px)
+        assert a.score == pytest.approx(b.score, rel=1e-5)
+
+
+@pytest.mark.parametrize("gpu_fusion", [True, False])
+def test_pipeline_on_tensorrt_equals_onnx_runtime(
+    fake_trt: types.ModuleType, no_implicit_host_copies: None, tmp_path: Path, gpu_fusion: bool
+) -> None:
+    """Build, load and run the demo model end to end; same frames, same results as ORT.
+
+    With gpu_fusion the pipeline takes the device path: the frame is letterboxed into a
+    device tensor that goes to infer_tensors(), and the heads are fused in torch.
+    """
+    from panoptic_ros.fusion import FusionParams
+    from panoptic_ros.pipeline import PanopticPipeline
+
+    backend = _demo_backend(fake_trt, tmp_path)
+    labels = backend.metadata.labels.with_drivable(["road"])
+    with (
+        PanopticPipeline(backend, labels, FusionParams(), gpu_fusion=gpu_fusion) as on_trt,
+        PanopticPipeline(_ort_backend(), labels, FusionParams(), gpu_fusion=False) as on_ort,
+    ):
+        assert on_trt.device_fusion is gpu_fusion
+        instances = 0
+        for index in range(2):
+            image = _scene(index)
+            got, want = on_trt.process(image), on_ort.process(image)
+            _assert_same_result(got, want)
+            instances += len(want.instances)
+            assert np.array_equal(on_trt.render(image, got), on_ort.render(image, want))
+        assert instances > 0
+    assert len(fake_trt.fake_executions) == 2
+
+
+def test_device_outputs_stay_valid_and_device_inputs_are_copied(
+    fake_trt: types.ModuleType, no_implicit_host_copies: None, tmp_path: Path
+) -> None:
+    torch = pytest.importorskip("torch")
+    backend = _demo_backend(fake_trt, tmp_path)
+    first_frame, second_frame = _scene(0)[None], _scene(1)[None]
+    first = backend.infer_tensors(first_frame)  # host array: through the staging buffer
+    kept = [t.clone() for t in first]
+    second = backend.infer_tensors(torch.from_numpy(second_frame))  # a tensor: copied
+    assert all(t.dtype == torch.float32 for t in (*first, *second))
+    assert all(torch.equal(a, b) for a, b in zip(first, kept, strict=True))  # not overwritten
+    with _ort_backend() as reference:
+        for heads, frame in ((first, first_frame), (second, second_frame)):
+            expected = reference.infer(frame)
+            for got, want in zip(
+                heads,
+                (expected.semantic_logits, expected.center_heatmap, expected.offsets),
+                strict=True,
+            ):
+                np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
+    assert backend._context.stream_handles == [0, 0]  # torch's current stream (default off CUDA)
+    host = backend.infer(first_frame)  # the host path copies, so it too survives later runs
+    backend.infer(second_frame)
+    np.testing.assert_array_equal(host.semantic_logits, kept[0].cpu().numpy())
+
+
+def test_shapes_outside_the_engine_profile_are_refused(
+    fake_trt: types.ModuleType, tmp_path: Path
+) -> None:
+    backend = _demo_backend(fake_trt, tmp_path)
+    with pytest.raises(BackendError, match="outside its optimisation profile") as caught:
+        backend.infer(np.zeros((1, 288, 512, 3), np.uint8))
+    assert "\n" not in str(caught.value)
+    with pytest.raises(BackendError, match="uint8 RGB"):
+        backend.infer(np.zeros((1, *DEMO_HW, 3), np.float32))

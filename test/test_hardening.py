@@ -841,9 +841,11 @@ class _FakeTensorRT:
 def fake_tensorrt(monkeypatch: pytest.MonkeyPatch) -> type[_FakeTensorRT]:
     import panoptic_ros.backends.trt_backend as trt_backend
 
-    class HostMemory:
-        def __init__(self, device_index: int) -> None:
-            self.device_index = device_index
+    class HostMemory(trt_backend._TorchMemory):
+        """Torch CPU tensors stand in for device memory (as in test_engine.py)."""
+
+        def __init__(self, device: str) -> None:
+            super().__init__("cpu")
 
     monkeypatch.setitem(sys.modules, "tensorrt", _FakeTensorRT)
     monkeypatch.setattr(trt_backend, "_TorchMemory", HostMemory)
@@ -856,7 +858,7 @@ def fake_tensorrt(monkeypatch: pytest.MonkeyPatch) -> type[_FakeTensorRT]:
         ("truncated", "does not deserialize"),
         ("empty", "does not deserialize"),
         ("other version", "does not deserialize"),
-        ("other network", "the contract needs"),
+        ("other network", "the heads contract needs"),
         ("other labels", "outputs 5 classes but the model's metadata names 19"),
         ("missing", "cannot read engine"),
     ],

@@ -44,6 +44,11 @@ class Backend(Protocol):
         device: Where it runs (``cpu``, ``cuda:0``), with the provider where useful.
         metadata: The model's metadata (labels, normalisation, contract).
         input_hw: Network input (H, W) this backend was set up for.
+
+    Optional capabilities, read with ``getattr`` by the pipeline: ``device_outputs``
+    (True when ``infer_tensors(images)`` takes a host array or a device tensor and returns
+    the heads as float32 torch tensors on the device that stay valid after later calls)
+    and ``fused`` (True for a ``fused``-contract model, run through ``infer_fused``).
     """
 
     name: str

@@ -91,6 +91,8 @@ class TorchBackend:
         self._device = torch.device(device)
         self.device = str(self._device)
         self._fp16 = precision == "fp16" and self._device.type == "cuda"
+        #: infer_tensors() leaves the heads on a GPU, where the pipeline fuses them.
+        self.device_outputs = self._device.type == "cuda"
         self._network = network.eval().to(self._device)
         if self._device.type == "cuda":
             self._network = self._network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -106,12 +106,13 @@ def run(args: argparse.Namespace) -> int:
 
         from panoptic_ros.backends.trt_backend import TensorRTBackend
 
-        with TensorRTBackend(path, metadata, input_hw) as backend:
+        with TensorRTBackend(path, metadata, input_hw, dla_core=record.dla_core) as backend:
             image = np.zeros((1, *input_hw, 3), np.uint8)
-            backend.infer(image)
+            run_once = backend.infer_fused if backend.fused else backend.infer
+            run_once(image)
             started = time.perf_counter()
             for _ in range(20):
-                backend.infer(image)
+                run_once(image)
             rows.append(
                 [
                     "latency",

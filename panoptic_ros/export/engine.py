@@ -390,7 +390,8 @@ def build_engine(
         config.DLA_core = plan.dla_core
     cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        logger.warning("TensorRT did not take the timing cache %s; building without", timing_cache)
     min_shape, opt_shape, max_shape = _shapes(metadata, input_hw, max_batch)
     profile = builder.create_optimization_profile()
     profile.set_shape(INPUT_NAME, min_shape, opt_shape, max_shape)
