@@ -7,6 +7,7 @@ Building and running engines on real TensorRT needs an NVIDIA GPU; that test is 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import threading
@@ -147,6 +148,7 @@ class FakeBuilder:
             min_shape=shape,
             opt_shape=shape,
             max_shape=shape,
+            plan_sha256=hashlib.sha256(b"plan").hexdigest(),
         )
         engine_path.write_bytes(b"plan")
         engine_path.with_suffix(".json").write_text(record.to_json())
@@ -544,3 +546,42 @@ def test_shapes_outside_the_engine_profile_are_refused(
     assert "\n" not in str(caught.value)
     with pytest.raises(BackendError, match="uint8 RGB"):
         backend.infer(np.zeros((1, *DEMO_HW, 3), np.float32))
+
+
+def test_a_swapped_or_corrupted_plan_is_stale(
+    fake_trt: types.ModuleType, tiny_onnx_model: Path, tmp_path: Path
+) -> None:
+    """The record names the plan's SHA-256; a plan that differs is never loaded."""
+    from panoptic_ros.backends.trt_backend import TensorRTBackend
+    from panoptic_ros.export.onnx_export import read_onnx_metadata
+
+    metadata = read_onnx_metadata(tiny_onnx_model)
+    path, record = _build(fake_trt, tiny_onnx_model, tmp_path)
+    assert record.plan_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    good = path.read_bytes()
+    other, _ = _build(fake_trt, tiny_onnx_model, tmp_path, input_hw=(160, 256))
+    variants = {
+        "corrupted": good[:100] + bytes([good[100] ^ 1]) + good[101:],
+        "swapped": other.read_bytes(),  # a complete plan, of another shape
+    }
+    for name, data in variants.items():
+        path.write_bytes(data)
+        with pytest.raises(EngineError, match="does not match its record's SHA-256") as caught:
+            _build(fake_trt, tiny_onnx_model, tmp_path, allow_build=False)
+        assert "\n" not in str(caught.value)
+        assert path.read_bytes() == data, name  # refused, left alone
+        builds = len(fake_trt.fake_builds)
+        _, rebuilt = _build(fake_trt, tiny_onnx_model, tmp_path)
+        assert len(fake_trt.fake_builds) == builds + 1, name
+        assert rebuilt.plan_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    # Replaced between the check and the load: the backend checks the bytes it read.
+    path.write_bytes(other.read_bytes())
+    with pytest.raises(EngineError, match="does not match the SHA-256 of its record"):
+        TensorRTBackend(path, metadata, (128, 256), device="cpu", plan_sha256=rebuilt.plan_sha256)
+    # A record from before plan checksums is not trusted either.
+    sidecar = path.with_suffix(".json")
+    data = json.loads(sidecar.read_text())
+    del data["plan_sha256"]
+    sidecar.write_text(json.dumps(data))
+    with pytest.raises(EngineError, match="no plan checksum"):
+        _build(fake_trt, tiny_onnx_model, tmp_path, allow_build=False)

@@ -918,6 +918,7 @@ def test_foreign_or_unreadable_engine_records_are_never_trusted(tmp_path: Path) 
             min_shape=shape,
             opt_shape=shape,
             max_shape=shape,
+            plan_sha256=__import__("hashlib").sha256(b"plan").hexdigest(),
         )
         engine.write_bytes(b"plan")
         engine.with_suffix(".json").write_text(record.to_json())

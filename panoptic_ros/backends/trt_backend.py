@@ -15,6 +15,7 @@ host buffers for the copies.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from types import TracebackType
@@ -247,10 +248,13 @@ class TensorRTBackend:
         input_hw: Network input size the engine was built for.
         device: CUDA device of the buffers (``cuda:N``).
         dla_core: DLA core the engine was built for (-1 = GPU); the runtime must be told.
+        plan_sha256: SHA-256 of the plan from its engine record; the bytes read are checked
+            against it before they are deserialised (None = not checked).
 
     Raises:
         BackendError: tensorrt, torch/pycuda or the GPU is missing.
-        EngineError: The plan is unreadable, does not deserialise or breaks the contract.
+        EngineError: The plan is unreadable, is not the one its record describes, does not
+            deserialise or breaks the contract.
         ModelFileError: The engine's class count differs from the metadata's.
     """
 
@@ -264,6 +268,7 @@ class TensorRTBackend:
         *,
         device: str = "cuda:0",
         dla_core: int = -1,
+        plan_sha256: str | None = None,
     ) -> None:
         trt = _import_tensorrt()
         self.metadata = metadata
@@ -285,6 +290,11 @@ class TensorRTBackend:
             data = Path(engine_path).read_bytes()
         except OSError as err:
             raise EngineError(f"cannot read engine {engine_path}: {err.strerror}") from err
+        if plan_sha256 is not None and hashlib.sha256(data).hexdigest() != plan_sha256:
+            raise EngineError(
+                f"engine {engine_path} does not match the SHA-256 of its record (replaced or "
+                "corrupted); rebuild it with panoptic-ros build-engine --force"
+            )
         self._engine = runtime.deserialize_cuda_engine(data)
         if self._engine is None:
             raise EngineError(
@@ -355,6 +365,7 @@ class TensorRTBackend:
             input_hw,
             device=f"cuda:{index}",
             dla_core=record.dla_core,
+            plan_sha256=record.plan_sha256,
         )
 
     def _bind(self, batch_shape: tuple[int, ...]) -> None:

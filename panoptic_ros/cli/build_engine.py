@@ -106,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
 
         from panoptic_ros.backends.trt_backend import TensorRTBackend
 
-        with TensorRTBackend(path, metadata, input_hw, dla_core=record.dla_core) as backend:
+        with TensorRTBackend(
+            path, metadata, input_hw, dla_core=record.dla_core, plan_sha256=record.plan_sha256
+        ) as backend:
             image = np.zeros((1, *input_hw, 3), np.uint8)
             run_once = backend.infer_fused if backend.fused else backend.infer
             run_once(image)

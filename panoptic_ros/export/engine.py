@@ -7,9 +7,10 @@ available for FP32 models. Decisions branch on the TensorRT version and on the D
 the builder reports, never on the platform's name (:func:`build_plan`, pure and tested).
 
 An engine only runs on the TensorRT version and GPU it was built for, so every plan has a
-JSON sidecar (:class:`EngineRecord`) with the ONNX checksum, TensorRT version, L4T release
-(Jetson), GPU name, compute capability, SM count, DLA core, precision and input shapes.
-:func:`ensure_engine` compares it with the current device and rebuilds a stale or foreign
+JSON sidecar (:class:`EngineRecord`) with the ONNX checksum, the plan's own checksum,
+TensorRT version, L4T release (Jetson), GPU name, compute capability, SM count, DLA core,
+precision and input shapes. :func:`ensure_engine` compares it with the current device and
+the plan file with its checksum, and rebuilds a stale, foreign, swapped or corrupted
 engine, or refuses with the reason when building is not allowed; it never silently uses
 one. Builds run under a file lock and write to a temporary file that is renamed, so two
 nodes starting together build once and never read half a file. The cache lives in a
@@ -46,6 +47,7 @@ __all__ = [
     "engine_cache_path",
     "ensure_engine",
     "file_sha256",
+    "plan_mismatch",
     "stale_reason",
 ]
 
@@ -155,6 +157,8 @@ class EngineRecord:
     opt_shape: tuple[int, ...]
     max_shape: tuple[int, ...]
     build_seconds: float = 0.0
+    #: SHA-256 of the plan file as written; '' in records of older builds (never trusted).
+    plan_sha256: str = ""
 
     def to_json(self) -> str:
         """Pretty JSON."""
@@ -207,6 +211,15 @@ def stale_reason(record: EngineRecord, wanted: EngineRecord) -> str | None:
         and all(a >= b for a, b in zip(record.max_shape, wanted.max_shape, strict=True))
     ):
         return f"its shapes {record.min_shape}..{record.max_shape} do not cover {wanted.opt_shape}"
+    return None
+
+
+def plan_mismatch(engine_path: Path, record: EngineRecord) -> str | None:
+    """Why the plan file is not the one ``record`` describes (None if it is)."""
+    if not record.plan_sha256:
+        return "its record has no plan checksum (built by an older panoptic_ros)"
+    if file_sha256(engine_path) != record.plan_sha256:
+        return "the plan file does not match its record's SHA-256 (replaced or corrupted)"
     return None
 
 
@@ -410,7 +423,8 @@ def build_engine(
     if serialized is None:
         raise EngineError(f"TensorRT failed to build {onnx_path}; run with -v for its log")
     seconds = time.monotonic() - started
-    _atomic_write(engine_path, bytes(serialized))
+    plan_bytes = bytes(serialized)
+    _atomic_write(engine_path, plan_bytes)
     if timing_cache is not None:
         _atomic_write(timing_cache, bytes(cache.serialize()))
     record = EngineRecord(
@@ -428,6 +442,7 @@ def build_engine(
         opt_shape=opt_shape,
         max_shape=max_shape,
         build_seconds=round(seconds, 1),
+        plan_sha256=hashlib.sha256(plan_bytes).hexdigest(),
     )
     _atomic_write(engine_path.with_suffix(SIDECAR_SUFFIX), record.to_json().encode())
     logger.info("engine %s built in %.0f s", engine_path, seconds)
@@ -450,6 +465,9 @@ def ensure_engine(
     builder: Any = None,
 ) -> tuple[Path, EngineRecord]:
     """Return a fresh engine for this device and model, building it when needed and allowed.
+
+    An engine is fresh when its record matches this model, device and build options and the
+    plan file's SHA-256 equals the one recorded at build time.
 
     Args:
         onnx_path: The model.
@@ -502,11 +520,12 @@ def ensure_engine(
                 reason = "no engine is cached yet"
             else:
                 try:
-                    reason = stale_reason(EngineRecord.read(path), wanted)
+                    record = EngineRecord.read(path)
+                    reason = stale_reason(record, wanted) or plan_mismatch(path, record)
                 except EngineError as err:
                     reason = str(err)
         if reason is None:
-            return path, EngineRecord.read(path)
+            return path, record
         if not allow_build:
             raise EngineError(
                 f"engine {path} cannot be used: {reason}; run panoptic-ros build-engine or "
