@@ -112,6 +112,21 @@ class ModelConfig:
         "build a missing or stale TensorRT engine at start-up (else refuse with a reason)",
         read_only=True,
     )
+    dla_core: int = setting(
+        -1,
+        "DLA core the TensorRT engine is built for and runs on (Jetson; build-engine "
+        "--dla-core), -1 = the GPU",
+        minimum=-1,
+        maximum=15,
+        read_only=True,
+    )
+    workspace_mb: int = setting(
+        2048,
+        "TensorRT builder workspace limit in MiB (build-engine --workspace-mb)",
+        minimum=16,
+        maximum=1 << 20,
+        read_only=True,
+    )
 
     def __post_init__(self) -> None:
         for key in ("network_height", "network_width"):

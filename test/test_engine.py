@@ -585,3 +585,66 @@ def test_a_swapped_or_corrupted_plan_is_stale(
     sidecar.write_text(json.dumps(data))
     with pytest.raises(EngineError, match="no plan checksum"):
         _build(fake_trt, tiny_onnx_model, tmp_path, allow_build=False)
+
+
+@pytest.fixture
+def stand_in_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine answers as a GPU: device properties, and CPU tensors as device memory."""
+    import panoptic_ros.backends.trt_backend as trt_backend
+    import panoptic_ros.export.engine as engine
+
+    class CpuMemory(trt_backend._TorchMemory):
+        def __init__(self, device: str) -> None:
+            super().__init__("cpu")
+
+    monkeypatch.setattr(engine, "_gpu_properties", lambda index: STAND_IN_GPU)
+    monkeypatch.setattr(trt_backend, "_TorchMemory", CpuMemory)
+
+
+def test_the_node_uses_an_engine_built_for_a_dla_core(
+    tiny_onnx_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stand_in_gpu: None
+) -> None:
+    """build-engine --dla-core 1 --engine X, then the node's config names X and the core."""
+    from panoptic_ros.cli.main import main
+    from panoptic_ros.config import config_from_flat
+    from panoptic_ros.export.quantize import convert_fp16
+    from panoptic_ros.pipeline import PanopticPipeline
+
+    trt = make_tensorrt("10.3.0", dla_cores=2)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    model = tmp_path / "tiny.fp16.onnx"
+    convert_fp16(tiny_onnx_model, model)
+    engine = tmp_path / "engines" / "tiny.plan"
+    command = ["build-engine", str(model), "--engine", str(engine), "--dla-core", "1"]
+    assert main([*command, "--workspace-mb", "256", "--build-only"]) == 0
+    assert (trt.fake_builds[-1]["dla_core"], trt.fake_builds[-1]["workspace_bytes"]) == (
+        1,
+        256 << 20,
+    )
+    built = engine.read_bytes()
+    settings: dict[str, Any] = {
+        "model.model_file_path": str(model),
+        "model.engine_file_path": str(engine),
+        "model.allow_engine_build": False,
+        "backend.name": "tensorrt",
+        "backend.device": "cuda:0",
+        "backend.allow_fallback": False,
+    }
+    with pytest.raises(EngineError, match="built for DLA core 1, -1 is configured"):
+        PanopticPipeline.from_config(config_from_flat(settings))
+    settings["model.dla_core"] = 1
+    with PanopticPipeline.from_config(config_from_flat(settings)) as pipeline:
+        assert pipeline.backend.name == "tensorrt"
+        assert pipeline.backend._engine.executing_dla_core == 1
+        result = pipeline.process(_scene(0, (128, 256)))
+        assert result.semantic.shape == (128, 256)
+    assert len(trt.fake_builds) == 1 and engine.read_bytes() == built  # used, not rebuilt
+    # The configured workspace reaches a rebuild (forced here).
+    settings.update({"model.force_engine_update": True, "model.workspace_mb": 64})
+    settings["model.allow_engine_build"] = True
+    with PanopticPipeline.from_config(config_from_flat(settings)):
+        pass
+    assert (trt.fake_builds[-1]["dla_core"], trt.fake_builds[-1]["workspace_bytes"]) == (
+        1,
+        64 << 20,
+    )

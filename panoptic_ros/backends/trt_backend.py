@@ -357,6 +357,8 @@ class TensorRTBackend:
             allow_build=request.model.allow_engine_build,
             force=request.model.force_engine_update,
             fp16_flag=request.precision == "fp16" and metadata.precision == "fp32",
+            dla_core=request.model.dla_core,
+            workspace_mb=request.model.workspace_mb,
             device=current_device(index),
         )
         return cls(

@@ -20,6 +20,7 @@ from panoptic_ros.cli.common import (
     format_table,
     parse_size,
 )
+from panoptic_ros.config import ModelConfig
 
 __all__ = ["register", "run"]
 
@@ -50,8 +51,20 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--engine", type=Path, help="write this plan path instead of the cache entry"
     )
-    parser.add_argument("--workspace-mb", type=int, default=2048, help="builder workspace limit")
-    parser.add_argument("--dla-core", type=int, default=-1, help="DLA core (Jetson), -1 = GPU")
+    defaults = ModelConfig()
+    parser.add_argument(
+        "--workspace-mb",
+        type=int,
+        default=defaults.workspace_mb,
+        help="builder workspace limit in MiB (the node's model.workspace_mb)",
+    )
+    parser.add_argument(
+        "--dla-core",
+        type=int,
+        default=defaults.dla_core,
+        help="DLA core (Jetson), -1 = GPU; the node needs the same model.dla_core to use the "
+        "engine",
+    )
     parser.add_argument(
         "--fp16-flag",
         action="store_true",
