@@ -168,15 +168,19 @@ def test_engines_are_cached_per_device_and_rebuilt_when_stale(tmp_path: Path) ->
     }
     path, _ = ensure_engine(onnx_path, **kwargs)
     assert path.parent == tmp_path / "cache"
-    assert path.name == "model.orin.trt10.3.0.fp32-512x1024.plan"
+    sha8 = hashlib.sha256(b"model v1").hexdigest()[:8]
+    assert path.name == f"model.{sha8}.orin.trt10.3.0.fp32-512x1024.plan"
     ensure_engine(onnx_path, **kwargs)
     assert builder.builds == 1  # fresh: reused
     ensure_engine(onnx_path, **{**kwargs, "device": replace(ORIN_TRT10, tensorrt_version="10.7.0")})
     assert builder.builds == 2  # another TensorRT: its own cache entry
-    onnx_path.write_bytes(b"model v2")
-    with pytest.raises(EngineError, match="the ONNX model changed; run panoptic-ros build-engine"):
+    onnx_path.write_bytes(b"model v2")  # a new model is a new cache entry ...
+    with pytest.raises(EngineError, match="no engine is cached yet"):
         ensure_engine(onnx_path, **kwargs, allow_build=False)
-    ensure_engine(onnx_path, **kwargs)
+    # ... and an explicit engine path of the old one says what changed.
+    with pytest.raises(EngineError, match="the ONNX model changed; run panoptic-ros build-engine"):
+        ensure_engine(onnx_path, **kwargs, engine_path=path, allow_build=False)
+    path, _ = ensure_engine(onnx_path, **kwargs)
     assert builder.builds == 3
     path.with_suffix(".json").write_text("{broken")
     ensure_engine(onnx_path, **kwargs)
@@ -215,9 +219,32 @@ def test_concurrent_starts_build_once(tmp_path: Path) -> None:
     assert builder.builds == 1
 
 
-def test_cache_path_names_the_gpu_and_version(tmp_path: Path) -> None:
-    path = engine_cache_path(tmp_path, Path("m.onnx"), H100_TRT11, "int8-512x1024")
-    assert path.name == "m.nvidia_h100_80gb_hbm3.trt11.0.0.int8-512x1024.plan"
+def test_cache_path_names_the_model_gpu_and_version(tmp_path: Path) -> None:
+    sha = "0123456789abcdef" * 4
+    path = engine_cache_path(tmp_path, Path("m.onnx"), H100_TRT11, "int8-512x1024", sha)
+    assert path.name == "m.01234567.nvidia_h100_80gb_hbm3.trt11.0.0.int8-512x1024.plan"
+
+
+def test_models_with_the_same_name_keep_their_own_engines(tmp_path: Path) -> None:
+    """city/model.onnx and kitti/model.onnx share a cache without rebuilding over each other."""
+    builder = FakeBuilder()
+    models = []
+    for name in ("city", "kitti"):
+        (tmp_path / name).mkdir()
+        models.append(tmp_path / name / "model.onnx")
+        models[-1].write_bytes(f"{name} weights".encode())
+    kwargs: dict[str, Any] = {
+        "metadata": METADATA,
+        "input_hw": (512, 1024),
+        "cache_dir": tmp_path / "cache",
+        "device": H100_TRT11,
+        "builder": builder,
+    }
+    paths = [ensure_engine(model, **kwargs)[0] for model in models]
+    assert paths[0] != paths[1] and builder.builds == 2
+    for model in models * 2:
+        ensure_engine(model, **kwargs)
+    assert builder.builds == 2  # each found its own fresh engine
 
 
 def test_default_cache_is_under_ros_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -223,10 +223,17 @@ def plan_mismatch(engine_path: Path, record: EngineRecord) -> str | None:
     return None
 
 
-def engine_cache_path(cache_dir: Path, onnx_path: Path, device: DeviceInfo, tag: str) -> Path:
-    """``<cache>/<model stem>.<gpu>.trt<version>.<tag>.plan``, one per device and model."""
+def engine_cache_path(
+    cache_dir: Path, onnx_path: Path, device: DeviceInfo, tag: str, onnx_sha256: str
+) -> Path:
+    """``<cache>/<stem>.<sha8>.<gpu>.trt<version>.<tag>.plan``, one per model, device and tag.
+
+    The first 8 hex digits of the ONNX SHA-256 keep two models with the same file name
+    (``city/model.onnx``, ``kitti/model.onnx``) from rebuilding over each other.
+    """
     gpu = "".join(c if c.isalnum() else "_" for c in device.gpu_name).strip("_").lower()
-    return Path(cache_dir) / f"{Path(onnx_path).stem}.{gpu}.trt{device.tensorrt_version}.{tag}.plan"
+    name = f"{Path(onnx_path).stem}.{onnx_sha256[:8]}.{gpu}.trt{device.tensorrt_version}.{tag}"
+    return Path(cache_dir) / f"{name}.plan"
 
 
 @contextlib.contextmanager
@@ -510,7 +517,9 @@ def ensure_engine(
         + f"-{input_hw[0]}x{input_hw[1]}"
     )
     path = (
-        Path(engine_path) if engine_path else engine_cache_path(cache_dir, onnx_path, device, tag)
+        Path(engine_path)
+        if engine_path
+        else engine_cache_path(cache_dir, onnx_path, device, tag, wanted.onnx_sha256)
     )
     build = builder or build_engine
     with _build_lock(path):
