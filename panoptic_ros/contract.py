@@ -11,8 +11,9 @@ named contracts:
 ``fused`` (fusion folded into the graph)
     input ``image`` as above; outputs ``semantic`` [N, H/4, W/4] int32,
     ``instance`` [N, H/4, W/4] int32 (0 = none, k = row k-1 of the table),
-    ``instance_table`` [N, K, 6] float32 rows (class, score, center_y, center_x,
-    area_cells, valid) and ``instance_count`` [N] int32.
+    ``instance_table`` [N, K, 4] float32 rows (class, score, centre row, centre column in
+    stride-4 cells), the first ``instance_count`` rows valid, and ``instance_count`` [N]
+    int32 (see :mod:`panoptic_ros.export.fused`).
 
 The metadata (JSON, stored as the ONNX ``metadata_props`` entry ``panoptic_ros`` and as
 a ``<model>.json`` sidecar beside engines) names the classes, thing/stuff flags, colours,

@@ -675,3 +675,44 @@ def test_the_node_uses_an_engine_built_for_a_dla_core(
         1,
         64 << 20,
     )
+
+
+def test_fused_engines_run_under_tensorrt(
+    fake_trt: types.ModuleType,
+    tmp_path: Path,
+    stand_in_gpu: None,
+    no_implicit_host_copies: None,
+) -> None:
+    """A fused-contract model: same maps and table as ONNX Runtime, through the pipeline too."""
+    pytest.importorskip("torch")
+    from test_fused_export import LABELS, PARAMS, export_fused_heads
+    from test_fusion_torch import realistic_heads
+
+    from panoptic_ros.backends.trt_backend import TensorRTBackend
+    from panoptic_ros.cli.main import main
+    from panoptic_ros.export.onnx_export import read_onnx_metadata
+    from panoptic_ros.pipeline import PanopticPipeline
+
+    heads = realistic_heads(3)
+    model = export_fused_heads(heads, tmp_path / "fused.onnx")
+    metadata = read_onnx_metadata(model)
+    hw = metadata.input_hw
+    engine = tmp_path / "fused.plan"
+    assert main(["build-engine", str(model), "--engine", str(engine)]) == 0  # test run included
+    backend = TensorRTBackend(engine, metadata, hw, device="cuda:0")
+    assert backend.fused and not backend.device_outputs
+    image = _scene(0, hw)
+    got = backend.infer_fused(image[None])
+    with _ort_backend(model) as reference:
+        want = reference.infer_fused(image[None])
+    assert [a.dtype for a in got] == [b.dtype for b in want]
+    assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+    assert int(got[3][0]) > 0
+    with pytest.raises(BackendError, match="fused contract; use infer_fused"):
+        backend.infer(image[None])
+    with (
+        PanopticPipeline(backend, LABELS, PARAMS) as on_trt,
+        PanopticPipeline(_ort_backend(model), LABELS, PARAMS) as on_ort,
+    ):
+        assert not on_trt.device_fusion
+        _assert_same_result(on_trt.process(image), on_ort.process(image))

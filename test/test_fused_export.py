@@ -21,11 +21,49 @@ from panoptic_ros.export.fused import (  # noqa: E402
 from panoptic_ros.export.onnx_export import check_onnx_contract  # noqa: E402
 from panoptic_ros.fusion import FusionParams, fuse_cells  # noqa: E402
 from panoptic_ros.labels import CITYSCAPES  # noqa: E402
+from panoptic_ros.results import HeadOutputs  # noqa: E402
 
 LABELS = CITYSCAPES.with_drivable(["road"])
 PARAMS = FusionParams(
     center_threshold=0.3, thing_area_threshold_px=32, stuff_area_threshold_px=64, top_k=64
 )
+
+
+class FixedHeads(torch.nn.Module):
+    """A stand-in network whose heads are given arrays, whatever the image.
+
+    The heads are offset by ``0 * sum(image)`` so they depend on the input: the exporter
+    cannot fold the fusion after them into constants, and ONNX Runtime really runs it.
+    """
+
+    def __init__(self, heads: HeadOutputs) -> None:
+        super().__init__()
+        for name in ("semantic_logits", "center_heatmap", "offsets"):
+            self.register_buffer(name, torch.from_numpy(getattr(heads, name)))
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        zero = image.float().sum() * 0.0
+        return (
+            self.semantic_logits + zero,
+            self.center_heatmap + zero,
+            self.offsets + zero,
+        )
+
+
+def export_fused_heads(
+    heads: HeadOutputs, path: Path, *, max_instances: int = 64, params: FusionParams = PARAMS
+) -> Path:
+    """A fused-contract ONNX model (static input [1, 4h, 4w, 3]) that fuses ``heads``."""
+    h, w = heads.semantic_logits.shape[2:]
+    return export_fused_onnx(
+        FixedHeads(heads),
+        path,
+        metadata=ModelMetadata(labels=LABELS, input_hw=(4 * h, 4 * w)),
+        params=params,
+        input_hw=(4 * h, 4 * w),
+        max_instances=max_instances,
+        dynamic=False,
+    )
 
 
 @pytest.mark.parametrize("seed", range(6))
