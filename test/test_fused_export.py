@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -125,3 +126,45 @@ def test_fused_onnx_runs_in_onnx_runtime(tmp_path: Path) -> None:
         assert np.array_equal(instance, expected[1].numpy())
         assert int(count[0]) == int(expected[3][0])
         assert int(instance.max()) == int(count[0])
+
+
+def _cells_equal(cells: Any, reference: Any) -> bool:
+    return (
+        np.array_equal(cells.semantic, reference.semantic)
+        and np.array_equal(cells.instances, reference.instances)
+        and np.array_equal(cells.classes, reference.classes)
+        and np.array_equal(cells.centers_yx, reference.centers_yx)
+        and np.allclose(cells.scores, reference.scores, rtol=1e-5)
+    )
+
+
+def _fused_cells(session: Any, image: np.ndarray, valid_hw: tuple[int, int]) -> Any:
+    semantic, instance, table, count = session.run(None, {"image": image})
+    return cells_from_fused(semantic[0], instance[0], table[0], count[0], valid_hw=valid_hw)
+
+
+def test_fusion_appended_to_the_demo_onnx_equals_numpy(tmp_path: Path) -> None:
+    """append_fusion: the bundled heads model gains the fusion without its checkpoint."""
+    from panoptic_ros.data.synthetic import HELD_OUT_SEED_START, generate_scene
+    from panoptic_ros.export.fused import NETWORK_SCOPE, append_fusion
+    from panoptic_ros.resources import default_model_path
+
+    params = FusionParams(top_k=64)
+    path = append_fusion(default_model_path(), tmp_path / "demo.fused.onnx", params=params)
+    stored = check_onnx_contract(path)
+    assert (stored.contract.value, stored.max_instances) == ("fused", 64)
+    assert stored.provenance["fusion"]["top_k"] == 64
+    proto = __import__("onnx").load(str(path))
+    assert sum(n.name.startswith(NETWORK_SCOPE) for n in proto.graph.node) > 100
+    heads_session = ort.InferenceSession(
+        str(default_model_path()), providers=["CPUExecutionProvider"]
+    )
+    fused_session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    instances = 0
+    for index in range(4):
+        image = generate_scene(HELD_OUT_SEED_START + index, 256, 512).image[None]
+        heads = HeadOutputs(*heads_session.run(None, {"image": image}))
+        reference = fuse_cells(heads, LABELS, params)
+        assert _cells_equal(_fused_cells(fused_session, image, reference.semantic.shape), reference)
+        instances += len(reference.classes)
+    assert instances > 0

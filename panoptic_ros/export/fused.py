@@ -31,9 +31,18 @@ from torch import nn
 from panoptic_ros.fusion import VOID, CellPanoptic, FusionParams
 from panoptic_ros.labels import LabelSpace
 
-__all__ = ["FUSED_OUTPUT_NAMES", "FusedPanopticNet", "cells_from_fused"]
+__all__ = [
+    "FUSED_OUTPUT_NAMES",
+    "NETWORK_SCOPE",
+    "FusedPanopticNet",
+    "append_fusion",
+    "cells_from_fused",
+]
 
 FUSED_OUTPUT_NAMES = ("semantic", "instance", "instance_table", "instance_count")
+#: Name prefix of the network's nodes in a fused graph; every other node is the fusion,
+#: whose arithmetic stays float32 (``convert_fp16`` blocks it).
+NETWORK_SCOPE = "/network/"
 
 
 class FusedPanopticNet(nn.Module):
@@ -203,6 +212,162 @@ def cells_from_fused(
     )
 
 
+def _fusion_provenance(metadata: Any, params: FusionParams, max_instances: int) -> Any:
+    """``metadata`` under the fused contract, with the fusion thresholds recorded."""
+    from dataclasses import replace
+
+    from panoptic_ros.contract import ContractKind
+
+    provenance = {
+        **metadata.provenance,
+        "fusion": {
+            "center_threshold": params.center_threshold,
+            "nms_kernel": params.nms_kernel,
+            "top_k": max_instances,
+            "score_threshold": params.score_threshold,
+            "stuff_area_threshold_px": params.stuff_area_threshold_px,
+            "thing_area_threshold_px": params.thing_area_threshold_px,
+        },
+    }
+    return replace(
+        metadata, contract=ContractKind.FUSED, max_instances=max_instances, provenance=provenance
+    )
+
+
+class _FusionOnly(nn.Module):
+    """The fusion of :class:`FusedPanopticNet` alone: the three heads in, fused outputs out."""
+
+    def __init__(self, fused: FusedPanopticNet) -> None:
+        super().__init__()
+        self.fused = fused
+
+    def forward(
+        self, logits: torch.Tensor, heatmap: torch.Tensor, offsets: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        return self.fused.fuse(logits.float(), heatmap.float(), offsets.float())
+
+
+def append_fusion(
+    source: Any, target: Any, *, params: FusionParams, max_instances: int = 64
+) -> Any:
+    """Fold the fusion into an existing ``heads``-contract ONNX model (no checkpoint needed).
+
+    The fusion graph is exported on its own (heads in, fused outputs out) and joined to the
+    model's head outputs with ``onnx.compose``; the model's nodes are renamed into
+    :data:`NETWORK_SCOPE`, as in :func:`export_fused_onnx`, so precision conversions can
+    tell the network from the fusion.
+
+    Args:
+        source: A heads-contract ONNX model with embedded metadata (FP32, or FP16 with
+            float32 outputs).
+        target: Output path; its ``.json`` sidecar is written too.
+        params: Fusion thresholds, baked into the graph.
+        max_instances: K, the fixed instance-table size.
+
+    Returns:
+        ``target`` as a Path.
+
+    Raises:
+        ModelFileError: The source is not a heads-contract model, or the graphs do not join.
+    """
+    import os
+    import tempfile
+    import warnings
+    from pathlib import Path
+
+    import onnx
+    import onnx.compose
+
+    from panoptic_ros.contract import (
+        HEAD_OUTPUTS,
+        INPUT_NAME,
+        METADATA_KEY,
+        ContractKind,
+        write_sidecar,
+    )
+    from panoptic_ros.errors import ModelFileError
+    from panoptic_ros.export.onnx_export import read_onnx_metadata
+
+    source, target = Path(source), Path(target)
+    metadata = read_onnx_metadata(source)
+    if metadata.contract is not ContractKind.HEADS:
+        raise ModelFileError(
+            f"model {str(source)!r} follows the {metadata.contract.value} contract; "
+            "append_fusion needs a heads model"
+        )
+    heads = onnx.load(str(source))
+    heads = onnx.compose.add_prefix(
+        heads,
+        NETWORK_SCOPE.rstrip("/"),
+        rename_edges=False,
+        rename_inputs=False,
+        rename_outputs=False,
+        rename_initializers=False,
+        rename_value_infos=False,
+        rename_functions=False,
+    )
+    fused_metadata = _fusion_provenance(metadata, params, max_instances)
+    module = _FusionOnly(
+        FusedPanopticNet(nn.Identity(), metadata.labels, params, max_instances=max_instances)
+    ).eval()
+    cells_hw = (metadata.input_hw[0] // 4, metadata.input_hw[1] // 4)
+    examples = (
+        torch.zeros((1, metadata.labels.num_classes, *cells_hw)),
+        torch.zeros((1, 1, *cells_hw)),
+        torch.zeros((1, 2, *cells_hw)),
+    )
+    heads_axes = {0: "batch", 2: "height_4", 3: "width_4"}  # [N, C, h, w]
+    map_axes = {0: "batch", 1: "height_4", 2: "width_4"}  # [N, h, w]
+    axes: dict[str, dict[int, str]] = dict.fromkeys(HEAD_OUTPUTS, heads_axes)
+    axes.update(semantic=map_axes, instance=map_axes)
+    axes.update(instance_table={0: "batch"}, instance_count={0: "batch"})
+    opset = next(o.version for o in heads.opset_import if o.domain in ("", "ai.onnx"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".fusion_") as workdir:
+        fusion_path = Path(workdir) / "fusion.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                examples,
+                str(fusion_path),
+                input_names=list(HEAD_OUTPUTS),
+                output_names=list(FUSED_OUTPUT_NAMES),
+                dynamic_axes=axes,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        fusion = onnx.load(str(fusion_path))
+    fusion.ir_version = heads.ir_version
+    fusion = onnx.compose.add_prefix(fusion, "/fusion", rename_inputs=False, rename_outputs=False)
+    try:
+        joined = onnx.compose.merge_models(
+            heads,
+            fusion,
+            io_map=[(name, name) for name in HEAD_OUTPUTS],
+            inputs=[INPUT_NAME],
+            outputs=list(FUSED_OUTPUT_NAMES),
+            producer_name="panoptic_ros",
+        )
+    except ValueError as err:
+        raise ModelFileError(f"cannot append the fusion to {str(source)!r}: {err}") from err
+    del joined.metadata_props[:]
+    entry = joined.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, fused_metadata.to_json()
+    onnx.checker.check_model(joined)
+    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".onnx.tmp", delete=False) as tmp:
+        temporary = Path(tmp.name)
+    try:
+        onnx.save(joined, str(temporary))
+        os.chmod(temporary, 0o644)  # NamedTemporaryFile creates 0600 files
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    write_sidecar(target, fused_metadata)
+    return target
+
+
 def export_fused_onnx(
     network: nn.Module,
     path: Any,
@@ -218,26 +383,10 @@ def export_fused_onnx(
     Returns:
         The written path (its ``.json`` sidecar beside it).
     """
-    from dataclasses import replace
-
-    from panoptic_ros.contract import ContractKind
     from panoptic_ros.export.onnx_export import export_onnx
 
     fused = FusedPanopticNet(network, metadata.labels, params, max_instances=max_instances)
-    provenance = {
-        **metadata.provenance,
-        "fusion": {
-            "center_threshold": params.center_threshold,
-            "nms_kernel": params.nms_kernel,
-            "top_k": max_instances,
-            "score_threshold": params.score_threshold,
-            "stuff_area_threshold_px": params.stuff_area_threshold_px,
-            "thing_area_threshold_px": params.thing_area_threshold_px,
-        },
-    }
-    fused_metadata = replace(
-        metadata, contract=ContractKind.FUSED, max_instances=max_instances, provenance=provenance
-    )
+    fused_metadata = _fusion_provenance(metadata, params, max_instances)
     return export_onnx(
         fused.eval(), path, metadata=fused_metadata, input_hw=input_hw, dynamic=dynamic
     )

@@ -21,6 +21,7 @@ an engine.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
 import os
 import sys
@@ -105,12 +106,21 @@ def calibration_frames(
     return [_letterboxed(image, input_hw) for image in images]
 
 
-def _update_metadata(proto: Any, precision: str, input_hw: tuple[int, int] | None) -> ModelMetadata:
+def _metadata_entry(proto: Any) -> Any:
     entry = next((e for e in proto.metadata_props if e.key == METADATA_KEY), None)
     if entry is None:
         raise ModelFileError(
             f"the model has no {METADATA_KEY!r} metadata; export it with panoptic-ros"
         )
+    return entry
+
+
+def _metadata_of(proto: Any) -> ModelMetadata:
+    return ModelMetadata.from_json(_metadata_entry(proto).value)
+
+
+def _update_metadata(proto: Any, precision: str, input_hw: tuple[int, int] | None) -> ModelMetadata:
+    entry = _metadata_entry(proto)
     data = ModelMetadata.from_json(entry.value).to_dict()
     data["precision"] = precision
     if input_hw is not None:
@@ -137,25 +147,129 @@ def _atomic_save(proto: Any, path: Path) -> None:
 
 
 def _make_static(proto: Any, input_hw: tuple[int, int]) -> None:
-    """Fix batch 1 and the spatial size on the input and outputs (DLA needs static shapes)."""
+    """Fix batch 1 and the spatial size on the input and outputs (DLA needs static shapes).
+
+    Heads are [N, C, h, w], fused maps [N, h, w]; the fused table and count only have a
+    fixed batch.
+    """
     height, width = input_hw
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     for dim, value in zip(dims, (1, height, width, 3), strict=True):
         dim.ClearField("dim_param")
         dim.dim_value = value
+    spatial = {"semantic": slice(1, 3), "instance": slice(1, 3)}
     for output in proto.graph.output:
         out_dims = output.type.tensor_type.shape.dim
         out_dims[0].ClearField("dim_param")
         out_dims[0].dim_value = 1
-        for dim, value in zip(out_dims[2:], (height // 4, width // 4), strict=True):
+        if output.name in ("instance_table", "instance_count"):
+            continue
+        cells = out_dims[spatial.get(output.name, slice(2, 4))]
+        for dim, value in zip(cells, (height // 4, width // 4), strict=True):
             dim.ClearField("dim_param")
             dim.dim_value = value
+
+
+def _sort_topologically(graph: Any) -> None:
+    """Order ``graph.node`` so every node follows the producers of its inputs (stable).
+
+    ONNX Runtime's float16 converter appends the Cast nodes it inserts around blocked
+    operators (TopK, as in a fused model's centre selection) at the end of the list, which
+    the ONNX checker rejects ("Nodes in a graph must be topologically sorted").
+
+    Raises:
+        ModelFileError: The graph has a cycle.
+    """
+    nodes = list(graph.node)
+    producer = {name: index for index, node in enumerate(nodes) for name in node.output if name}
+    waiting = [0] * len(nodes)
+    users: list[list[int]] = [[] for _ in nodes]
+    for index, node in enumerate(nodes):
+        for source in {producer[name] for name in node.input if name in producer}:
+            if source != index:
+                waiting[index] += 1
+                users[source].append(index)
+    ready = [index for index, count in enumerate(waiting) if count == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        index = heapq.heappop(ready)
+        order.append(index)
+        for user in users[index]:
+            waiting[user] -= 1
+            if waiting[user] == 0:
+                heapq.heappush(ready, user)
+    if len(order) != len(nodes):
+        raise ModelFileError("the converted graph has a cycle; report this model")
+    del graph.node[:]
+    graph.node.extend(nodes[index] for index in order)
+
+
+def _fused_fp16(proto: Any, source: Path) -> Any:
+    """Convert only the network of a fused model to float16; the fusion stays float32.
+
+    The graph is split at the tensors the network hands to the fusion; the network part is
+    converted (float32 at its outputs) and joined again to the untouched fusion part.
+    (ONNX Runtime's converter cannot do this with a node block list: it casts every blocked
+    node's output to float16 and back, so each tensor between two fusion nodes would still
+    be rounded to float16.)
+
+    Raises:
+        ModelFileError: The model has no network scope, or the parts cannot be split.
+    """
+    import onnx
+    import onnx.compose
+    from onnx.utils import Extractor
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from panoptic_ros.export.fused import NETWORK_SCOPE
+
+    graph = proto.graph
+    network_outputs = {o for n in graph.node if n.name.startswith(NETWORK_SCOPE) for o in n.output}
+    boundary: list[str] = []
+    for node in graph.node:
+        if node.name.startswith(NETWORK_SCOPE):
+            continue
+        if INPUT_NAME in node.input:
+            raise ModelFileError(
+                f"fused model {str(source)!r}: node {node.name!r} outside {NETWORK_SCOPE!r} "
+                "reads the image; export it with panoptic-ros export --fused"
+            )
+        boundary += [i for i in node.input if i in network_outputs and i not in boundary]
+    if not boundary:
+        raise ModelFileError(
+            f"fused model {str(source)!r} has no nodes under {NETWORK_SCOPE!r}; export it with "
+            "panoptic-ros export --fused (or append_fusion)"
+        )
+    extractor = Extractor(onnx.shape_inference.infer_shapes(proto))  # types of the cut edges
+    network = extractor.extract_model([INPUT_NAME], boundary)
+    fusion = extractor.extract_model(boundary, [o.name for o in graph.output])
+    # Resize's scales must stay float32 in ONNX; the converter knows to skip them.
+    network = convert_float_to_float16(network, keep_io_types=True, disable_shape_infer=False)
+    _sort_topologically(network.graph)
+    for node in network.graph.node:  # the converter's casts belong to the network too
+        if not node.name.startswith(NETWORK_SCOPE):
+            node.name = NETWORK_SCOPE + node.name
+    for part in (network, fusion):  # the joined graph types them once, as edges
+        kept = [v for v in part.graph.value_info if v.name not in boundary]
+        del part.graph.value_info[:]
+        part.graph.value_info.extend(kept)
+    joined = onnx.compose.merge_models(
+        network, fusion, io_map=[(name, name) for name in boundary], producer_name="panoptic_ros"
+    )
+    joined.metadata_props.extend(proto.metadata_props)
+    return joined
 
 
 def convert_fp16(
     source: Path, target: Path, *, static_hw: tuple[int, int] | None = None
 ) -> ModelMetadata:
     """Write a float16 copy of ``source`` (uint8 input and float32 outputs kept).
+
+    In a ``fused``-contract model only the network goes to float16: every node outside
+    :data:`~panoptic_ros.export.fused.NETWORK_SCOPE` (the fusion: softmax, votes, squared
+    distances, one-hot sums) stays float32, as the contract requires (squared distances
+    of megapixel frames overflow float16, and float16 one-hot sums lose counts above 2048).
 
     Args:
         source: FP32 ONNX model under the contract.
@@ -164,15 +278,24 @@ def convert_fp16(
 
     Returns:
         The metadata written.
+
+    Raises:
+        ModelFileError: The model has no metadata, or a fused model has no network scope.
     """
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    from panoptic_ros.contract import ContractKind
+
     proto = onnx.load(str(source))
     if static_hw is not None:
         _make_static(proto, static_hw)
-    # Resize's scales must stay float32 in ONNX; the converter knows to skip them.
-    converted = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=False)
+    if _metadata_of(proto).contract is ContractKind.FUSED:
+        converted = _fused_fp16(proto, Path(source))
+    else:
+        # Resize's scales must stay float32 in ONNX; the converter knows to skip them.
+        converted = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=False)
+        _sort_topologically(converted.graph)
     metadata = _update_metadata(converted, "fp16", static_hw)
     onnx.checker.check_model(converted)
     _atomic_save(converted, Path(target))
