@@ -28,6 +28,26 @@ def pytest_pycollect_makemodule(
     return pytest.Module.from_parent(parent, path=module_path)
 
 
+def _cuda_missing() -> str | None:
+    """Why the ``gpu`` tests cannot run here (None when a CUDA device is present)."""
+    try:
+        import torch
+    except ImportError:
+        return "needs a CUDA device: torch is not installed"
+    if not torch.cuda.is_available():
+        return "needs a CUDA device: torch.cuda.is_available() is False on this machine"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip every ``gpu``-marked test with the reason when there is no CUDA device."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    reason = _cuda_missing() if gpu_items else None
+    if reason is not None:
+        for item in gpu_items:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real recordings folder; skips the test with the missing path when absent."""

@@ -271,6 +271,19 @@ def test_tensorrt_backend_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) 
         TensorRTBackend(Path("x.plan"), METADATA, (512, 1024))
 
 
+def test_gpu_tests_skip_with_the_reason_without_cuda(request: pytest.FixtureRequest) -> None:
+    """The ``gpu`` marker alone skips a test on a machine without CUDA, saying why."""
+    from conftest import _cuda_missing
+
+    reason = _cuda_missing()
+    if reason is None:
+        pytest.skip("a CUDA device is present: the gpu tests run")
+    for item in request.session.items:
+        if item.get_closest_marker("gpu") is not None:
+            skips = [m.kwargs.get("reason", "") for m in item.iter_markers("skip")]
+            assert reason in skips, item.nodeid
+
+
 @pytest.mark.gpu
 def test_real_engine_build_and_run(tiny_onnx_model: Path, tmp_path: Path) -> None:
     pytest.importorskip("tensorrt", reason="TensorRT is not installed on this machine")
@@ -716,3 +729,24 @@ def test_fused_engines_run_under_tensorrt(
     ):
         assert not on_trt.device_fusion
         _assert_same_result(on_trt.process(image), on_ort.process(image))
+
+
+def test_int8_models_from_quantize_build_and_run(
+    fake_trt: types.ModuleType, tiny_onnx_model: Path, tmp_path: Path
+) -> None:
+    """TensorRT's parser takes quantize's Q/DQ model (int8 zero points 0, float biases)."""
+    from panoptic_ros.backends.trt_backend import TensorRTBackend
+    from panoptic_ros.export.quantize import calibration_frames, quantize_int8
+    from panoptic_ros.resources import sample_bag_path
+
+    frames = calibration_frames(sample_bag_path(), (128, 256), count=2)
+    model = tmp_path / "tiny.int8.onnx"
+    metadata = quantize_int8(tiny_onnx_model, model, frames, method="minmax")
+    path, record = _build(fake_trt, model, tmp_path, metadata=metadata)
+    assert record.precision == "int8" and fake_trt.fake_builds[-1]["flags"] == []
+    assert fake_trt.fake_builds[-1]["strongly_typed"]
+    backend = TensorRTBackend(path, metadata, (128, 256), device="cpu")
+    with _ort_backend(model) as reference:
+        want = reference.infer(frames[0][None])
+    got = backend.infer(frames[0][None])
+    np.testing.assert_allclose(got.semantic_logits, want.semantic_logits, rtol=1e-5, atol=1e-5)

@@ -118,6 +118,21 @@ def test_non_zero_zero_point_is_refused(
     zero_point.CopyFrom(onnx.numpy_helper.from_array(values, zero_point.name))
     with pytest.raises(ModelFileError, match="TensorRT accepts only symmetric"):
         check_symmetric_zero_points(proto)
+    # A zero point of value 0 but type uint8 (asymmetric activations) is refused too.
+    zeros = np.zeros_like(values, dtype=np.uint8)
+    zero_point.CopyFrom(onnx.numpy_helper.from_array(zeros, zero_point.name))
+    with pytest.raises(ModelFileError, match="is uint8; TensorRT accepts only int8") as caught:
+        check_symmetric_zero_points(proto)
+    assert "\n" not in str(caught.value)
+    # A zero point from a Constant node is checked like an initialiser.
+    proto = onnx.load(str(target))
+    node = next(n for n in proto.graph.node if n.op_type == "QuantizeLinear")
+    bad = onnx.numpy_helper.from_array(np.array(5, np.int8))
+    constant = onnx.helper.make_node("Constant", [], ["zp_const"], value=bad, name="zp")
+    proto.graph.node.insert(0, constant)
+    node.input[2] = "zp_const"
+    with pytest.raises(ModelFileError, match=r"'zp_const' .* is not 0"):
+        check_symmetric_zero_points(proto)
 
 
 def _weight_is_quantized(proto: onnx.ModelProto, node: onnx.NodeProto) -> bool:

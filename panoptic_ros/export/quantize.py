@@ -7,10 +7,11 @@ TensorRT 11 builds only strongly typed networks: precision must live in the ONNX
   need fixed dimensions.
 * :func:`quantize_int8` inserts explicit QuantizeLinear/DequantizeLinear pairs by
   post-training calibration with ONNX Runtime's static quantizer: symmetric int8
-  activations, per-channel symmetric int8 weights. TensorRT rejects non-zero zero points,
-  so every zero point is checked. The three head output convolutions stay in float: the
-  offsets span hundreds of pixels and the logits feed an argmax, both sensitive to a
-  per-tensor activation scale.
+  activations, per-channel symmetric int8 weights, float biases (TensorRT's parser refuses
+  the int32 bias DequantizeLinear that ONNX Runtime writes by default). TensorRT accepts
+  only int8 zero points of 0, so every zero point's type and value are checked. The three
+  head output convolutions stay in float: the offsets span hundreds of pixels and the
+  logits feed an argmax, both sensitive to a per-tensor activation scale.
 
 Both keep the output contract and the embedded metadata (with ``precision`` updated) and
 run in ONNX Runtime on the CPU, where their accuracy is measured. ONNX Runtime's CPU FP16
@@ -358,25 +359,38 @@ def _output_convolutions(proto: Any) -> list[str]:
 
 
 def check_symmetric_zero_points(proto: Any) -> int:
-    """Count the zero-point initialisers; raise if any is non-zero (TensorRT needs zeros).
+    """Count the Q/DQ zero points; raise unless each is int8 and 0 (what TensorRT accepts).
+
+    Zero points given as initialisers and as Constant nodes are both checked.
 
     Raises:
-        ModelFileError: Naming the first non-zero zero point.
+        ModelFileError: Naming the first zero point of another type or with a non-zero value.
     """
     import onnx
 
-    initializers = {i.name: i for i in proto.graph.initializer}
+    constants = {i.name: i for i in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None:
+                constants[node.output[0]] = value
     checked = 0
     for node in proto.graph.node:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear") or len(node.input) < 3:
             continue
-        zero_point = initializers.get(node.input[2])
+        zero_point = constants.get(node.input[2])
         if zero_point is None:
             continue
         checked += 1
+        if zero_point.data_type != onnx.TensorProto.INT8:
+            type_name = onnx.TensorProto.DataType.Name(zero_point.data_type).lower()
+            raise ModelFileError(
+                f"zero point {node.input[2]!r} of {node.name!r} is {type_name}; TensorRT accepts "
+                "only int8 zero points (quantize with symmetric int8 activations and weights)"
+            )
         if np.any(onnx.numpy_helper.to_array(zero_point)):
             raise ModelFileError(
-                f"zero point {zero_point.name!r} of {node.name!r} is not 0; TensorRT accepts only "
+                f"zero point {node.input[2]!r} of {node.name!r} is not 0; TensorRT accepts only "
                 "symmetric quantization"
             )
     return checked
@@ -473,6 +487,10 @@ def quantize_int8(
                         "ActivationSymmetric": True,
                         "WeightSymmetric": True,
                         "CalibPercentile": 99.999,
+                        # Biases stay float: an int32 bias behind a DequantizeLinear is what
+                        # ONNX Runtime writes by default, and TensorRT's parser refuses it
+                        # ("only activation types allowed as input to this layer").
+                        "QuantizeBias": False,
                     },
                 )
         except (RuntimeError, ValueError, KeyError) as err:
