@@ -62,6 +62,17 @@ ONNX=${ONNX_MODEL:-models/panoptic_lite0_synthetic.onnx}
 for size in $SIZES; do
   bench ort-cpu "$size" --set backend.name=onnxruntime --set "model.model_file_path=$ONNX" --frames 10 --warmup 2
 done
+# The matrix: every backend that starts here (TensorRT where it imports) on the FP32, FP16
+# and INT8 models from quantize, network at camera size and at the model's own size.
+MATRIX_Q=/tmp/panoptic_bench/q
+python3 -m panoptic_ros quantize "$ONNX" --calibration samples/synthetic_street --frames 16 \
+  -o "$MATRIX_Q" --overwrite -q > "$OUT/quantize.txt" 2>&1 || echo "FAILED quantize" | tee -a "$OUT/failures.txt"
+for net in input model; do
+  python3 -m panoptic_ros bench --matrix --model "$ONNX" --variants "$MATRIX_Q" --network-size "$net" \
+    --frames 30 --warmup 5 -q --json "$OUT/matrix-$net.json" > "$OUT/matrix-$net.txt" 2>&1 \
+    || echo "FAILED matrix $net" | tee -a "$OUT/failures.txt"
+  tail -12 "$OUT/matrix-$net.txt"
+done
 # One combined report (the device tool returns a limited number of files).
 python3 - "$OUT" <<'PY'
 import json, sys
@@ -73,6 +84,8 @@ texts = {p.stem: p.read_text() for p in sorted(out.glob("*.txt"))}
 for p in list(out.glob("*-*.json")) + list(out.glob("*-*.txt")):
     p.unlink()
 for name, run in runs.items():
+    if "stages" not in run:  # a matrix: its table is in the logs
+        continue
     s = run["stages"]
     print(f"{name:32s} fps {run['fps']:7.1f}  total p50 {run['total']['p50_ms']:6.1f}  p99 {run['total']['p99_ms']:6.1f}  "
           f"inf {s['inference']['p50_ms']:6.2f}  fus {s['fusion']['p50_ms']:5.2f}  pre {s['preprocess']['p50_ms']:5.2f}  "
