@@ -25,13 +25,13 @@ Examples:
   panoptic-ros train -o runs/tiny --set train.steps=50 --set train.batch_size=2
   panoptic-ros train -o runs/synthetic --resume          # continue an interrupted run
   # Cityscapes (createPanopticImgs output under ROOT/gtFine), scored on val every 2000 steps:
-  panoptic-ros train -o runs/cityscapes --set train.dataset=cityscapes \
-      --set train.dataset_root=~/data/cityscapes --set train.image_height=512 \
+  panoptic-ros train -o runs/cityscapes --set train.dataset=cityscapes \\
+      --set train.dataset_root=~/data/cityscapes --set train.image_height=512 \\
       --set train.image_width=1024 --set train.steps=90000 --set train.eval_every=2000
   # COCO panoptic (ROOT/annotations/panoptic_train2017.json, ..., ROOT/train2017/) with its
   # 133 categories as the label space:
-  panoptic-ros train -o runs/coco --set train.dataset=coco --set train.dataset_root=~/data/coco \
-      --set train.train_split=train2017 --set train.eval_split=val2017 \
+  panoptic-ros train -o runs/coco --set train.dataset=coco --set train.dataset_root=~/data/coco \\
+      --set train.train_split=train2017 --set train.eval_split=val2017 \\
       --set train.labels_file=panoptic_coco_categories.json --set labels.drivable_classes=[road]
   torchrun --nproc_per_node=4 -m panoptic_ros train -o runs/ddp --config cfg.yaml  # 4 GPUs
       (train.batch_size is per process; several nodes: torchrun's --nnodes/--rdzv-endpoint)
