@@ -750,3 +750,39 @@ def test_int8_models_from_quantize_build_and_run(
         want = reference.infer(frames[0][None])
     got = backend.infer(frames[0][None])
     np.testing.assert_allclose(got.semantic_logits, want.semantic_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_fp16_precision_uses_the_legacy_flag_on_10_and_the_model_on_11(
+    fake_trt: types.ModuleType,
+    tiny_onnx_model: Path,
+    tmp_path: Path,
+    stand_in_gpu: None,
+    caplog: Any,
+) -> None:
+    """backend.precision=fp16 with an FP32 model: TensorRT 10 builds with its FP16 flag;
+    TensorRT 11 has none, so it builds the model as it is and says so (it used to refuse,
+    and auto then fell back to torch)."""
+    from panoptic_ros.config import config_from_flat
+    from panoptic_ros.pipeline import PanopticPipeline
+
+    settings: dict[str, Any] = {
+        "model.model_file_path": str(tiny_onnx_model),
+        "model.engine_cache_dir": str(tmp_path / "cache"),
+        "backend.name": "tensorrt",
+        "backend.device": "cuda:0",
+        "backend.precision": "fp16",
+        "backend.allow_fallback": False,
+    }
+    with (
+        caplog.at_level("WARNING", logger="panoptic_ros.backends.trt_backend"),
+        PanopticPipeline.from_config(config_from_flat(settings)) as pipeline,
+    ):
+        assert pipeline.backend.name == "tensorrt"
+    built = fake_trt.fake_builds[-1]
+    warnings = [r.getMessage() for r in caplog.records]
+    if fake_trt.__version__.startswith("10."):
+        assert built["flags"] == ["FP16"] and not built["strongly_typed"]
+        assert warnings == []
+    else:
+        assert built["flags"] == [] and built["strongly_typed"]
+        assert len(warnings) == 1 and "has no effect on TensorRT 11" in warnings[0]

@@ -346,6 +346,18 @@ class TensorRTBackend:
         metadata = read_onnx_metadata(request.model_path)
         input_hw = resolve_network_hw(metadata, request.network_hw, None, str(request.model_path))
         cache_dir = Path(request.model.engine_cache_dir or default_engine_cache_dir())
+        device = current_device(index)
+        fp16_flag = request.precision == "fp16" and metadata.precision == "fp32"
+        if fp16_flag and device.tensorrt_major >= 11:
+            # TensorRT 11 builds strongly typed networks only: the model file decides.
+            logger.warning(
+                "backend.precision=fp16 has no effect on TensorRT %s: it runs %s as the %s "
+                "model it is; make an FP16 model with panoptic-ros quantize",
+                device.tensorrt_version,
+                request.model_path,
+                metadata.precision,
+            )
+            fp16_flag = False
         engine_path, record = ensure_engine(
             request.model_path,
             metadata=metadata,
@@ -356,10 +368,10 @@ class TensorRTBackend:
             else None,
             allow_build=request.model.allow_engine_build,
             force=request.model.force_engine_update,
-            fp16_flag=request.precision == "fp16" and metadata.precision == "fp32",
+            fp16_flag=fp16_flag,
             dla_core=request.model.dla_core,
             workspace_mb=request.model.workspace_mb,
-            device=current_device(index),
+            device=device,
         )
         return cls(
             engine_path,
