@@ -40,7 +40,7 @@ from panoptic_ros.data.panoptic_format import (
     write_coco_panoptic,
     write_panoptic_png,
 )
-from panoptic_ros.data.synthetic import SyntheticScene, generate_scene
+from panoptic_ros.data.synthetic import HELD_OUT_SEED_START, SyntheticScene, generate_scene
 from panoptic_ros.errors import ConfigError, EvaluationError
 from panoptic_ros.evaluation.panoptic_quality import (
     PQResult,
@@ -112,6 +112,10 @@ def test_ids_survive_png_and_read_as_the_official_reader(tmp_path: Path, decoder
     official = panopticapi.rgb2id(np.array(Image.open(path), dtype=np.uint32))
     assert np.array_equal(official, ids)
     assert np.array_equal(rgb2id(id2rgb(ids)), ids)
+    # Any integer dtype and a non-contiguous view give the official ids.
+    wide = np.array(Image.open(path), dtype=np.uint32)
+    assert np.array_equal(rgb2id(wide[:, ::-1]), official[:, ::-1])
+    assert np.array_equal(rgb2id(id2rgb(ids)[::2]), ids[::2])
 
 
 @pytest.mark.parametrize("decoder", ["opencv", "pillow"])
@@ -384,6 +388,29 @@ def test_fast_scoring_equals_reference(data: Any, height: int, width: int) -> No
         if g in gt_cat:
             expected[gt_cat[g], pred_cat.get(p, 4)] += 1
     assert np.array_equal(confusion, expected)
+
+
+def test_fast_scoring_of_a_large_case_equals_the_official_loop() -> None:
+    # 24-bit predicted ids, runs across row ends, views and wider dtypes: the run-length
+    # histogram must count exactly what panopticapi's per-pixel sort counts.
+    gt_ids, gt_segments, pred_ids, pred_segments = load_eval_speed().make_case(
+        HELD_OUT_SEED_START, 7, 128, 256
+    )
+    categories = {c["id"]: c for c in dataset_categories(CITYSCAPES)}
+    reference = pq_single_image(gt_ids, gt_segments, pred_ids, pred_segments, categories)
+    variants = [
+        (gt_ids, pred_ids),
+        (gt_ids.T, pred_ids.T),  # column-major views: other runs, the same pairs
+        (gt_ids.astype(np.int64), pred_ids.astype(np.uint64)),
+        (np.ascontiguousarray(gt_ids[:, ::-1]), pred_ids[:, ::-1]),
+    ]
+    for gt, pred in variants:
+        stat, confusion = score_panoptic_image(gt, gt_segments, pred, pred_segments, categories)
+        assert_same_stat(stat, reference)
+        listed = [s["id"] for s in gt_segments]
+        assert confusion.sum() == int(np.isin(gt_ids, listed).sum())
+    assert sum(s.tp for s in reference.categories.values()) > 0
+    assert sum(s.fp + s.fn for s in reference.categories.values()) > 0
 
 
 def test_fast_scoring_refuses_what_the_official_tool_refuses() -> None:

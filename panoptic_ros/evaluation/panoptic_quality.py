@@ -22,8 +22,10 @@ The rules are panopticapi's ``evaluation.py``, which cityscapesscripts'
   :class:`~panoptic_ros.errors.EvaluationError`. Where it divides by zero (no category with
   tp + fp + fn > 0 in a group), the mean is 0 with ``n`` 0.
 
-The pair histogram is one ``np.unique`` over a combined uint64 key; the areas are sums
-over that histogram, so no Python loop touches pixels.
+:func:`pq_single_image` is the plain reference (one ``np.unique`` over a combined uint64
+key, as the official tool); :func:`score_panoptic_image` gives the same numbers from the runs
+of constant ids and is what folders and models are scored with. No Python loop touches
+pixels.
 """
 
 from __future__ import annotations
@@ -521,23 +523,48 @@ _VOID_CODE = 1  # compact code of id 0 when it has no segment entry
 _FIRST_SEGMENT = 2  # compact code of the first listed segment (ids in ascending order)
 
 
-def _compact_codes(
-    ids: npt.NDArray[np.integer[Any]], listed: Sequence[int], top: int, scale: int = 1
-) -> npt.NDArray[np.intp]:
-    """[H, W] ids -> [H, W] intp codes times ``scale``, by one gather from a lookup table.
+def _runs(
+    gt_ids: npt.NDArray[np.integer[Any]], pred_ids: npt.NDArray[np.integer[Any]]
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[np.intp]]:
+    """Split both maps, in raster order, into runs where neither id changes.
 
-    Codes: unlisted 0, void 1, the k-th listed id (ascending) k + 2. The table has
-    ``top + 1`` entries (``top`` >= every id in ``ids`` and ``listed``): a few KiB for
-    Cityscapes ids; for 24-bit COCO ids up to 128 MiB of calloc'd zeros, which come from
-    fresh zero pages, so only the few pages the ids touch cost anything. intp entries spare
-    ``bincount`` a cast.
+    Panoptic maps are piecewise constant, so a 1024x2048 pair has some 10^4 runs for 2*10^6
+    pixels; everything after this touches runs, not pixels. The per-pixel work is two
+    comparisons of neighbours and one ``flatnonzero``.
+
+    Returns:
+        (gt id of each run, pred id of each run, [R] intp run lengths in pixels).
     """
-    table = np.zeros(top + 1, dtype=np.intp)
-    table[VOID] = _VOID_CODE * scale
-    table[np.asarray(listed, dtype=np.int64)] = np.arange(
-        _FIRST_SEGMENT * scale, (_FIRST_SEGMENT + len(listed)) * scale, scale, dtype=np.intp
-    )
-    codes: npt.NDArray[np.intp] = table[ids]
+    gt_flat = gt_ids.reshape(-1)
+    pred_flat = pred_ids.reshape(-1)
+    size = gt_flat.size
+    if size == 0:
+        empty = np.zeros(0, dtype=np.intp)
+        return gt_flat[:0], pred_flat[:0], empty
+    change = np.empty(size, dtype=np.bool_)
+    change[0] = True
+    np.not_equal(gt_flat[1:], gt_flat[:-1], out=change[1:])
+    pred_change = np.not_equal(pred_flat[1:], pred_flat[:-1])
+    np.logical_or(change[1:], pred_change, out=change[1:])
+    starts = np.flatnonzero(change)
+    lengths = np.diff(starts, append=size)
+    return gt_flat[starts], pred_flat[starts], lengths
+
+
+def _compact_codes(values: npt.NDArray[Any], listed: Sequence[int]) -> npt.NDArray[np.intp]:
+    """Segment ids -> compact codes: unlisted 0, void 1, the k-th listed id (ascending) k + 2.
+
+    Args:
+        values: [R] integer ids (one per run).
+        listed: The ids with a segment entry, ascending.
+    """
+    codes = np.where(values == VOID, _VOID_CODE, _UNLISTED).astype(np.intp)
+    if listed:
+        table = np.asarray(listed, dtype=np.int64)
+        position = np.searchsorted(table, values)
+        inside = np.minimum(position, len(table) - 1)
+        found = table[inside] == values
+        codes[found] = position[found] + _FIRST_SEGMENT
     return codes
 
 
@@ -553,9 +580,11 @@ def score_panoptic_image(
     """:func:`pq_single_image` without sorting pixels, plus the semantic confusion.
 
     The same rules and results (to the last bit: the matched IoUs are summed in the
-    official order), but the pair histogram comes from mapping both id maps to compact
-    segment codes (one table gather each) and one ``bincount``, instead of ``np.unique``
-    over 64-bit keys: about 3x faster at 1024x2048.
+    official order), but the pair histogram comes from the runs of constant (gt, pred)
+    ids in raster order (:func:`_runs`): only the run values are mapped to compact segment
+    codes and counted with one small weighted ``bincount``, instead of ``np.unique`` over
+    2 million 64-bit keys. At 1024x2048 this is about 3 ms per image, against 13 ms for a
+    per-pixel table gather and 70 ms for the official sorts (2-core EPYC VM).
 
     Args:
         gt_ids: [H, W] integer ground truth segment ids, 0 void.
@@ -595,18 +624,21 @@ def score_panoptic_image(
     gt_listed = sorted(gt)
     pred_listed = sorted(pred)
     rows, cols = len(gt_listed) + _FIRST_SEGMENT, len(pred_listed) + _FIRST_SEGMENT
-    # Pair key = gt code * cols + pred code: the gt table holds the codes pre-multiplied.
-    gt_top = max(int(gt_ids.max()) if gt_ids.size else 0, *gt_listed, 0)
-    pred_top = max(int(pred_ids.max()) if pred_ids.size else 0, *pred_listed, 0)
-    keys = _compact_codes(gt_ids, gt_listed, gt_top, cols)
-    pred_codes = _compact_codes(pred_ids, pred_listed, pred_top)
-    np.add(keys, pred_codes, out=keys)
-    hist = np.bincount(keys.reshape(-1), minlength=rows * cols).reshape(rows, cols)
+    gt_run, pred_run, run_pixels = _runs(gt_ids, pred_ids)
+    pred_codes = _compact_codes(pred_run, pred_listed)
+    keys = _compact_codes(gt_run, gt_listed) * cols + pred_codes
+    # Pair histogram of compact codes: rows gt code, columns pred code, pixels per pair.
+    # float64 weights count exactly far beyond any image size (2**53 pixels).
+    hist = (
+        np.bincount(keys, weights=run_pixels, minlength=rows * cols)
+        .astype(np.int64)
+        .reshape(rows, cols)
+    )
 
     if hist[:, _UNLISTED].any():
-        unknown = np.unique(pred_ids[pred_codes == _UNLISTED])
+        unknown = pred_run[pred_codes == _UNLISTED]
         raise EvaluationError(
-            f"segment id {int(unknown[0])} is in the prediction map but not in its segments; "
+            f"segment id {int(unknown.min())} is in the prediction map but not in its segments; "
             "list every predicted id in segments_info"
         )
     pred_area = hist.sum(axis=0)[_FIRST_SEGMENT:]
