@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_panoptic_format import load_eval_speed
+from official_tools import import_official_tool
 
-from panoptic_ros.evaluation.panoptic_quality import evaluate_folders
+import_official_tool("panopticapi.evaluation", "panopticapi-lite")
 
-pytest.importorskip("panopticapi.evaluation", reason="panopticapi-lite not installed")
+from test_panoptic_format import load_eval_speed  # noqa: E402
+
+from panoptic_ros.evaluation.panoptic_quality import evaluate_folders  # noqa: E402
 
 pytestmark = pytest.mark.benchmark
 COUNT, HEIGHT, WIDTH = 8, 256, 512

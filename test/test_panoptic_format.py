@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from official_tools import import_official_tool
 from PIL import Image
 
 from panoptic_ros.cli.main import main
@@ -52,13 +53,12 @@ from panoptic_ros.evaluation.panoptic_quality import (
 )
 from panoptic_ros.labels import CITYSCAPES, IGNORE_INDEX, LabelSpace
 
-panopticapi = pytest.importorskip("panopticapi.evaluation", reason="panopticapi-lite not installed")
-create_panoptic = pytest.importorskip(
-    "cityscapesscripts.preparation.createPanopticImgs", reason="cityscapesScripts not installed"
+panopticapi = import_official_tool("panopticapi.evaluation", "panopticapi-lite")
+create_panoptic = import_official_tool(
+    "cityscapesscripts.preparation.createPanopticImgs", "cityscapesScripts"
 )
-cityscapes_eval = pytest.importorskip(
-    "cityscapesscripts.evaluation.evalPanopticSemanticLabeling",
-    reason="cityscapesScripts not installed",
+cityscapes_eval = import_official_tool(
+    "cityscapesscripts.evaluation.evalPanopticSemanticLabeling", "cityscapesScripts"
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from official_tools import import_official_tool
 
 from panoptic_ros.errors import EvaluationError
 from panoptic_ros.evaluation.panoptic_quality import (
@@ -21,7 +22,7 @@ from panoptic_ros.evaluation.panoptic_quality import (
 )
 from panoptic_ros.labels import CITYSCAPES
 
-panopticapi = pytest.importorskip("panopticapi.evaluation", reason="panopticapi-lite not installed")
+panopticapi = import_official_tool("panopticapi.evaluation", "panopticapi-lite")
 from PIL import Image  # noqa: E402
 
 CATEGORIES = {
