@@ -1,24 +1,31 @@
-"""Evaluation speed: ``evaluate_folders`` against panopticapi's ``pq_compute_single_core``.
+"""Evaluation speed: ``evaluate_folders`` against the official tools, on the same files.
 
 Generates N ground truth / prediction pairs (synthetic street scenes at 1024x2048 by
 default, with perturbed predictions that exercise every PQ rule: shifted, grown, shrunk,
 dropped and relabelled instances, stuff swaps, crowd regions, void, spurious predictions
 mostly on void), writes them as panoptic PNG + JSON folders, then times in one run, on
-the same files:
+the same files and the same machine:
 
-* panopticapi's ``pq_compute_single_core`` (the official per-process loop; its
-  ``pq_compute`` splits the images over processes the same way),
-* ``evaluate_folders`` with 1 worker and with ``--workers`` workers (default all CPUs),
+* panopticapi's ``pq_compute`` as users run it: its own ``multiprocessing`` pool with one
+  process per CPU (``multiprocessing.cpu_count()``),
+* panopticapi's ``pq_compute_single_core``: the per-process loop alone, on one core,
+* cityscapesscripts' ``evaluatePanoptic`` (``evalPanopticSemanticLabeling``), which also
+  uses one process per CPU (``--no-cityscapes`` leaves it out),
+* ``evaluate_folders`` with 1 worker and with ``--workers`` workers (default all CPUs).
 
-checks that the results agree to 1e-9 and prints images/s and the ratios.
+Each result is checked against ``pq_compute_single_core`` (PQ/SQ/RQ/N of all, things and
+stuff, and per category, to 1e-9); the table gives images/s and the ratios of ours to the
+official tool at the same parallelism: 1 worker against the single-core loop, all workers
+against ``pq_compute``. The exit status is 1 when any result differs.
 
-    python benchmarks/eval_speed.py 100                # 100 cases at 1024x2048
-    python benchmarks/eval_speed.py 500 --workers 16 --json speed.json
+    python benchmarks/eval_speed.py 500 --cache /tmp/eval_cases --json speed.json
     python benchmarks/eval_speed.py 8 --size 256x512   # a quick look
 
 The cases are reused from ``--cache`` when present (same N, size and seed). Scenes are
 drawn from at most ``--scenes`` distinct seeds (default 100; generating a 1024x2048 scene
-costs about 0.4 s); every case still gets its own prediction perturbation.
+costs about 0.4 s); every case still gets its own prediction perturbation. The machine
+(CPU model, cores, load average before and after) and library versions go into the report:
+a shared machine's other work shows up in the load average.
 """
 
 from __future__ import annotations
@@ -283,7 +290,13 @@ def write_cases(
             cases = pool.imap(_case_job, jobs, chunksize=max(1, count // scenes))
         else:
             cases = map(_case_job, jobs)
+        from tqdm import tqdm
+
+        bar = stack.enter_context(
+            tqdm(total=count, desc="cases", unit="img", file=sys.stderr, disable=None)
+        )
         for index, (gt_ids, gt_segments, pred_ids, pred_segments) in cases:
+            bar.update()
             name = f"case_{index:05d}"
             write_panoptic_png(folders.gt_dir / f"{name}.png", gt_ids)
             write_panoptic_png(folders.pred_dir / f"{name}.png", pred_ids)
@@ -304,6 +317,10 @@ def write_cases(
     return folders
 
 
+def _official_json(folders: CaseFolders) -> tuple[dict[str, Any], dict[str, Any]]:
+    return json.loads(folders.gt_json.read_text()), json.loads(folders.pred_json.read_text())
+
+
 def official_single_core(folders: CaseFolders) -> dict[str, Any]:
     """Run panopticapi's ``pq_compute_single_core`` and ``pq_average`` (as ``pq_compute``).
 
@@ -312,8 +329,7 @@ def official_single_core(folders: CaseFolders) -> dict[str, Any]:
     """
     from panopticapi.evaluation import pq_compute_single_core
 
-    gt = json.loads(folders.gt_json.read_text())
-    pred = json.loads(folders.pred_json.read_text())
+    gt, pred = _official_json(folders)
     categories = {row["id"]: row for row in gt["categories"]}
     predictions = {ann["image_id"]: ann for ann in pred["annotations"]}
     pairs = [(ann, predictions[ann["image_id"]]) for ann in gt["annotations"]]
@@ -327,6 +343,61 @@ def official_single_core(folders: CaseFolders) -> dict[str, Any]:
         if name == "All":
             results["per_class"] = per_class
     return results
+
+
+def official_pq_compute(folders: CaseFolders) -> dict[str, Any]:
+    """Run panopticapi's ``pq_compute`` (one process per CPU), as its users do."""
+    from panopticapi.evaluation import pq_compute
+
+    with contextlib.redirect_stdout(io.StringIO()):  # progress and a table
+        results: dict[str, Any] = pq_compute(
+            str(folders.gt_json), str(folders.pred_json), str(folders.gt_dir), str(folders.pred_dir)
+        )
+    return results
+
+
+def official_cityscapes(folders: CaseFolders) -> dict[str, Any]:
+    """Run cityscapesscripts' ``evaluatePanoptic`` (one process per CPU).
+
+    Its results file goes to a temporary folder.
+    """
+    from cityscapesscripts.evaluation.evalPanopticSemanticLabeling import evaluatePanoptic
+
+    with (
+        tempfile.TemporaryDirectory(prefix="cityscapes_eval_") as folder,
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
+        results: dict[str, Any] = evaluatePanoptic(
+            str(folders.gt_json),
+            str(folders.gt_dir),
+            str(folders.pred_json),
+            str(folders.pred_dir),
+            str(Path(folder) / "results.json"),
+        )
+    return results
+
+
+def _summary_of(official: Mapping[str, Any]) -> dict[str, Any]:
+    """An official result in the shape of ``PQResult`` for comparisons (per class by id)."""
+    return {
+        "summary": {key.lower(): dict(official[key]) for key in ("All", "Things", "Stuff")},
+        "per_class": {int(k): dict(v) for k, v in official["per_class"].items()},
+    }
+
+
+def official_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> float:
+    """Largest |a - b| over PQ/SQ/RQ/N of all/things/stuff and per-category PQ/SQ/RQ."""
+    first, second = _summary_of(a), _summary_of(b)
+    worst = 0.0
+    for key in ("all", "things", "stuff"):
+        for metric in ("pq", "sq", "rq", "n"):
+            worst = max(worst, abs(first["summary"][key][metric] - second["summary"][key][metric]))
+    for category in set(first["per_class"]) | set(second["per_class"]):
+        for metric in ("pq", "sq", "rq"):
+            x = first["per_class"].get(category, {}).get(metric, 0.0)
+            y = second["per_class"].get(category, {}).get(metric, 0.0)
+            worst = max(worst, abs(x - y))
+    return worst
 
 
 def max_difference(ours: PQResult, official: Mapping[str, Any]) -> float:
@@ -344,7 +415,7 @@ def per_class_difference(
     """Largest |ours - official| of per-category PQ/SQ/RQ (absent in ours = 0)."""
     worst = 0.0
     for category, values in official["per_class"].items():
-        quality = ours.per_class.get(categories[category]["name"])
+        quality = ours.per_class.get(categories[int(category)]["name"])
         for metric in ("pq", "sq", "rq"):
             mine = getattr(quality, metric) if quality is not None else 0.0
             worst = max(worst, abs(mine - values[metric]))
@@ -357,46 +428,152 @@ def _timed(function: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
     return result, time.perf_counter() - start
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    from PIL import __version__ as pillow
+
+    versions = {"python": platform.python_version(), "numpy": np.__version__}
+    versions.update({"opencv": cv2.__version__, "pillow": pillow})
+    for name in ("panopticapi-lite", "cityscapesScripts"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+#: (report key, table label, runs with all CPUs) of every evaluator, in the order timed.
+EVALUATORS = (
+    ("official_pq_compute", "panopticapi pq_compute (all CPUs)", True),
+    ("official_single_core", "panopticapi pq_compute_single_core (1 core)", False),
+    ("official_cityscapes", "cityscapesscripts evaluatePanoptic (all CPUs)", True),
+    ("ours_1_worker", "evaluate_folders, 1 worker", False),
+    ("ours_n_workers", "evaluate_folders, {workers} workers", True),
+)
+
+
 def run_benchmark(
-    folders: CaseFolders, count: int, workers: int, decoder: str = "auto"
+    folders: CaseFolders,
+    count: int,
+    workers: int,
+    decoder: str = "auto",
+    *,
+    cityscapes: bool = True,
+    progress: Any = None,
 ) -> dict[str, Any]:
-    """Time the official loop, ours with 1 worker and with ``workers``; check equality."""
+    """Time every evaluator of :data:`EVALUATORS` once on ``folders``; check equality.
+
+    Args:
+        folders: The generated cases.
+        count: Their number (for images/s).
+        workers: Our processes in the parallel run.
+        decoder: Our PNG decoder (``auto`` decides once, before any timing).
+        cityscapes: Also time cityscapesscripts.
+        progress: Called with each evaluator's label before it runs (e.g. ``print``).
+
+    Returns:
+        A JSON-able report: seconds and images/s per evaluator, the ratios, the largest
+        difference of each result from ``pq_compute_single_core``, machine and versions.
+    """
+    from panoptic_ros.data.panoptic_format import fastest_png_decoder
+
     gt = json.loads(folders.gt_json.read_text())
     categories = {row["id"]: row for row in gt["categories"]}
-    # Warm the page cache so neither side pays for the first read from disk.
+    chosen = fastest_png_decoder() if decoder == "auto" else decoder
+    # Warm the page cache so no evaluator pays for the first read from disk.
     for folder in (folders.gt_dir, folders.pred_dir):
         for path in folder.iterdir():
             path.read_bytes()
-    official, official_s = _timed(official_single_core, folders)
-    from panoptic_ros.data.panoptic_format import fastest_png_decoder
-
-    chosen = fastest_png_decoder() if decoder == "auto" else decoder
-    ours_1, ours_1_s = _timed(evaluate_folders, *_args(folders), workers=1, decoder=chosen)
-    ours_n, ours_n_s = _timed(evaluate_folders, *_args(folders), workers=workers, decoder=chosen)
-    differences = [
-        max(max_difference(r, official), per_class_difference(r, official, categories))
-        for r in (ours_1, ours_n)
-    ]
+    jobs: dict[str, Any] = {
+        "official_pq_compute": functools.partial(official_pq_compute, folders),
+        "official_single_core": functools.partial(official_single_core, folders),
+        "official_cityscapes": functools.partial(official_cityscapes, folders),
+        "ours_1_worker": functools.partial(
+            evaluate_folders, *_args(folders), workers=1, decoder=chosen
+        ),
+        "ours_n_workers": functools.partial(
+            evaluate_folders, *_args(folders), workers=workers, decoder=chosen
+        ),
+    }
+    if not cityscapes:
+        del jobs["official_cityscapes"]
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    results: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for key, label, _ in EVALUATORS:
+        if key in jobs:
+            if progress is not None:
+                progress(label.format(workers=workers))
+            results[key], seconds[key] = _timed(jobs[key])
+    load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
+    reference = results["official_single_core"]
+    differences = {}
+    for key, result in results.items():
+        if isinstance(result, PQResult):
+            differences[key] = max(
+                max_difference(result, reference),
+                per_class_difference(result, reference, categories),
+            )
+        else:
+            differences[key] = official_difference(result, reference)
+    ours = results["ours_n_workers"]
     return {
         "images": count,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_name(),
         "cpus_available": default_workers(),
+        "cpu_count": multiprocessing.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "versions": _versions(),
         "workers": workers,
         "decoder": chosen,
-        "official_single_core_s": official_s,
-        "ours_1_worker_s": ours_1_s,
-        "ours_n_workers_s": ours_n_s,
-        "official_images_per_s": count / official_s,
-        "ours_1_worker_images_per_s": count / ours_1_s,
-        "ours_n_workers_images_per_s": count / ours_n_s,
-        "ratio_1_worker": official_s / ours_1_s,
-        "ratio_n_workers": official_s / ours_n_s,
-        "max_abs_difference": max(differences),
-        "pq": ours_n.pq,
-        "sq": ours_n.sq,
-        "rq": ours_n.rq,
-        "miou": ours_n.miou,
+        "seconds": seconds,
+        "images_per_s": {key: count / value for key, value in seconds.items()},
+        # Ours against the official tool at the same parallelism.
+        "ratio_1_worker_vs_single_core": seconds["official_single_core"] / seconds["ours_1_worker"],
+        "ratio_n_workers_vs_pq_compute": seconds["official_pq_compute"] / seconds["ours_n_workers"],
+        "differences": differences,
+        "max_abs_difference": max(differences.values()),
+        "pq": ours.pq,
+        "sq": ours.sq,
+        "rq": ours.rq,
+        "miou": ours.miou,
     }
+
+
+def format_report(report: Mapping[str, Any]) -> str:
+    """The report as a table: seconds, images/s, ratio to the official tool, difference."""
+    lines = [
+        f"{'evaluator':48s} {'seconds':>8s} {'images/s':>9s} {'vs official':>11s} {'diff':>8s}"
+    ]
+    seconds = report["seconds"]
+    for key, label, parallel in EVALUATORS:
+        if key not in seconds:
+            continue
+        baseline = "official_pq_compute" if parallel else "official_single_core"
+        ratio = seconds[baseline] / seconds[key]
+        lines.append(
+            f"{label.format(workers=report['workers']):48s} {seconds[key]:8.2f} "
+            f"{report['images_per_s'][key]:9.1f} {ratio:10.2f}x "
+            f"{report['differences'][key]:8.1e}"
+        )
+    before, after = report["load_average_before"], report["load_average_after"]
+    load = f", load average {before[0]:.2f} -> {after[0]:.2f}" if before and after else ""
+    lines.append(
+        f"{report['images']} images {report.get('size', '')}, {report['cpus_available']} CPUs "
+        f"({report['cpu']}){load}; our PNG decoder {report['decoder']}; "
+        f"PQ {100 * report['pq']:.2f}; largest difference from pq_compute_single_core "
+        f"{report['max_abs_difference']:.1e}"
+    )
+    return "\n".join(lines)
 
 
 def _args(folders: CaseFolders) -> tuple[Path, Path, Path, Path]:
@@ -412,6 +589,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenes", type=int, default=100, help="distinct scene seeds at most")
     parser.add_argument(
         "--decoder", choices=["auto", "opencv", "pillow"], default="auto", help="our PNG decoder"
+    )
+    parser.add_argument(
+        "--no-cityscapes", action="store_true", help="do not time cityscapesscripts"
     )
     parser.add_argument("--cache", type=Path, help="folder to keep the generated cases in")
     parser.add_argument("--json", type=Path, help="also write the numbers as JSON")
@@ -439,26 +619,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{time.perf_counter() - start:.1f} s",
                 flush=True,
             )
-        report = run_benchmark(folders, args.count, args.workers, args.decoder)
+        report = run_benchmark(
+            folders,
+            args.count,
+            args.workers,
+            args.decoder,
+            cityscapes=not args.no_cityscapes,
+            progress=lambda label: print(f"timing {label} ...", file=sys.stderr, flush=True),
+        )
         report["size"] = f"{height}x{width}"
-    print(f"{'evaluator':44s} {'seconds':>8s} {'images/s':>9s} {'vs official':>11s}")
-    rows = (
-        ("panopticapi pq_compute_single_core", "official_single_core_s", 1.0),
-        ("evaluate_folders, 1 worker", "ours_1_worker_s", report["ratio_1_worker"]),
-        (
-            f"evaluate_folders, {report['workers']} workers",
-            "ours_n_workers_s",
-            report["ratio_n_workers"],
-        ),
-    )
-    for name, key, ratio in rows:
-        seconds = report[key]
-        print(f"{name:44s} {seconds:8.2f} {args.count / seconds:9.1f} {ratio:10.1f}x")
-    print(
-        f"{args.count} images {report['size']}, {report['cpus_available']} CPUs "
-        f"({report['cpu']}), our PNG decoder {report['decoder']}; "
-        f"PQ {100 * report['pq']:.2f}, results equal to {report['max_abs_difference']:.1e}"
-    )
+    print(format_report(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0 if report["max_abs_difference"] <= 1e-9 else 1
