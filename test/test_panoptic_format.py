@@ -27,6 +27,7 @@ from PIL import Image
 
 from panoptic_ros.cli.main import main
 from panoptic_ros.data.panoptic_format import (
+    PanopticDataset,
     PanopticDatasetSource,
     category_mapping,
     dataset_categories,
@@ -589,19 +590,68 @@ def test_cli_scores_prediction_folders(
     assert "use one of" in capsys.readouterr().err
 
 
-def test_cli_runs_the_model_over_cityscapes(
-    cityscapes_pair: tuple[Path, Path, list[Any]], capsys: Any
-) -> None:
+def bundled_model_config() -> Any:
+    """The config ``--backend onnxruntime`` gives (the bundled model); skips without it."""
     pytest.importorskip("onnxruntime")
+    from panoptic_ros.config import load_config
     from panoptic_ros.resources import default_model_path
 
     try:
         default_model_path()
     except Exception as err:  # any reason the bundled model is absent
         pytest.skip(f"bundled model not available: {err}")
+    return load_config(None, ["backend.name=onnxruntime"])
+
+
+def library_model_pq(source: PanopticDatasetSource, config: Any) -> PQResult:
+    """The model's PQ on ``source`` by the library: every map kept, then evaluate_maps."""
+    from panoptic_ros.pipeline import PanopticPipeline
+
+    pairs = []
+    with PanopticPipeline.from_config(config) as pipeline:
+        for index in range(len(source)):
+            sample = source(index)
+            result = pipeline.process(sample.image)
+            pairs.append(
+                (
+                    sample.semantic,
+                    sample.instances,
+                    result.semantic,
+                    result.instance_ids.astype(np.int32),
+                )
+            )
+        return evaluate_maps(pairs, pipeline.labels)
+
+
+def assert_same_result(printed: dict[str, Any], expected: PQResult) -> None:
+    """The CLI's JSON equals a library result (summary, per class counts, mIoU)."""
+    for key in ("all", "things", "stuff"):
+        for metric in ("pq", "sq", "rq", "n"):
+            assert printed[key][metric] == pytest.approx(expected.summary[key][metric], abs=1e-12)
+    per_class = expected.to_dict()["per_class"]
+    assert set(printed["per_class"]) == set(per_class)
+    for name, values in per_class.items():
+        assert printed["per_class"][name] == pytest.approx(values, abs=1e-12), name
+    assert printed["miou"] == pytest.approx(expected.miou, abs=1e-12)
+
+
+def test_cli_runs_the_model_over_cityscapes(
+    cityscapes_pair: tuple[Path, Path, list[Any]], tmp_path: Path, capsys: Any
+) -> None:
+    config = bundled_model_config()
     ours, _, _ = cityscapes_pair
-    code = main(
-        ["eval", "--cityscapes", str(ours), "--limit", "2", "--backend", "onnxruntime", "-q"]
+    out = tmp_path / "pq.json"
+    args = ["eval", "--cityscapes", str(ours), "--backend", "onnxruntime", "-q"]
+    assert main([*args, "--limit", "2", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "evaluated 2 images in" in printed and "stuff" in printed
+    dataset = read_cityscapes_panoptic(ours, "val")
+    source = PanopticDatasetSource(
+        PanopticDataset(dataset.records[:2], dataset.categories), CITYSCAPES, crowd="keep"
     )
-    assert code == 0
-    assert "stuff" in capsys.readouterr().out
+    expected = library_model_pq(source, config)
+    assert expected.n > 0
+    assert_same_result(json.loads(out.read_text()), expected)
+    # Loading threads change nothing.
+    assert main([*args, "--limit", "2", "--workers", "0", "--json", str(out)]) == 0
+    assert_same_result(json.loads(out.read_text()), expected)

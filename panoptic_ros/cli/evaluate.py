@@ -5,6 +5,9 @@ a Cityscapes panoptic dataset (``--cityscapes``), or a folder of panoptic predic
 against a folder of ground truth (``--gt-json``/``--pred-json``, the input of panopticapi's
 ``pq_compute`` and cityscapesscripts' ``evalPanopticSemanticLabeling``, with the same
 results, scored in parallel).
+
+Model runs score each image as it comes and keep only the counts, so a whole dataset needs
+the memory of a few images; ``--workers`` threads read and decode the next images meanwhile.
 """
 
 from __future__ import annotations
@@ -61,7 +64,10 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--split", default="val", help="the --cityscapes split")
     parser.add_argument(
-        "--limit", type=int, metavar="N", help="only the first N images of --cityscapes"
+        "--limit",
+        type=int,
+        metavar="N",
+        help="only the first N images of --cityscapes",
     )
     folders = parser.add_argument_group(
         "prediction folders (no model: score panoptic PNG + JSON predictions)"
@@ -74,11 +80,12 @@ def register(subparsers: Any) -> None:
     folders.add_argument(
         "--pred-dir", type=Path, help="prediction PNG folder (default: --pred-json without .json)"
     )
-    folders.add_argument(
+    parser.add_argument(
         "--workers",
         type=int,
         metavar="N",
-        help="processes for the folder mode (default: every CPU)",
+        help="folder mode: scoring processes (default: every CPU); --cityscapes: "
+        "threads reading and decoding the next images (default: 2; 0 reads in turn)",
     )
     parser.add_argument(
         "--size", type=parse_size, default=(288, 512), help="image size HxW of the synthetic scenes"
@@ -94,15 +101,23 @@ def run(args: argparse.Namespace) -> int:
     from panoptic_ros.errors import ConfigError
 
     folder_flags = [args.gt_json, args.gt_dir, args.pred_json, args.pred_dir]
-    modes = [args.synthetic is not None, args.cityscapes is not None, any(folder_flags)]
+    modes = [
+        args.synthetic is not None,
+        args.cityscapes is not None,
+        any(folder_flags),
+    ]
     if sum(modes) > 1:
         raise ConfigError("use one of --synthetic, --cityscapes or --gt-json/--pred-json")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be at least 0, got {args.workers}")
     if any(folder_flags):
         return _run_folders(args)
-    if args.workers is not None:
-        raise ConfigError("--workers applies to --gt-json/--pred-json folders only")
     if args.cityscapes is not None:
-        return _run_model(args, _cityscapes_samples(args))
+        return _run_model(args, _dataset_samples(args))
+    if args.workers is not None:
+        raise ConfigError("--workers applies to --cityscapes and the folder mode")
+    if args.limit is not None:
+        raise ConfigError("--limit applies to --cityscapes; use --synthetic N")
     if args.synthetic is None:
         args.synthetic = 50
     if args.synthetic < 1:
@@ -112,30 +127,33 @@ def run(args: argparse.Namespace) -> int:
     return _run_model(args, held_out_synthetic(args.synthetic, *args.size))
 
 
-def _cityscapes_samples(args: argparse.Namespace) -> Any:
-    """Check the Cityscapes flags and return a lazy sequence of its samples."""
+def _dataset_samples(args: argparse.Namespace) -> _DatasetSamples:
+    """Check the --cityscapes flags and read the dataset's index (no pixels yet)."""
     from panoptic_ros.errors import ConfigError
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    from panoptic_ros.data import panoptic_format
+
     if not args.cityscapes.is_dir():
         raise ConfigError(f"--cityscapes {str(args.cityscapes)!r} is not a folder")
-    from panoptic_ros.data.panoptic_format import read_cityscapes_panoptic
-
-    dataset = read_cityscapes_panoptic(args.cityscapes, args.split)
+    dataset = panoptic_format.read_cityscapes_panoptic(args.cityscapes, args.split)
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
-    return _LazySamples(dataset, count)
+    threads = 2 if args.workers is None else args.workers
+    return _DatasetSamples(dataset, count, threads)
 
 
-class _LazySamples:
-    """Cityscapes samples loaded one at a time in the model's label space (crowd kept)."""
+class _DatasetSamples:
+    """A panoptic dataset's samples in the model's label space (crowd kept), read lazily."""
 
-    def __init__(self, dataset: Any, count: int) -> None:
+    def __init__(self, dataset: Any, count: int, threads: int) -> None:
         self.dataset = dataset
         self.count = count
+        self.threads = threads
         self.source: Any = None
 
     def bind(self, labels: Any) -> None:
+        """Map the dataset's categories into ``labels`` by the classes' dataset ids."""
         from panoptic_ros.data.panoptic_format import PanopticDatasetSource
 
         self.source = PanopticDatasetSource(self.dataset, labels, crowd="keep")
@@ -144,11 +162,15 @@ class _LazySamples:
         return self.count
 
     def __iter__(self) -> Any:
-        return (self.source(i) for i in range(self.count))
+        from panoptic_ros.evaluation.model_eval import prefetch
+
+        return prefetch(self.source, self.count, self.threads)
 
 
 def _run_model(args: argparse.Namespace, samples: Any) -> int:
-    """Run the configured model over ``samples`` and print (and save) the scores."""
+    """Run the configured model over ``samples``; print (and save) the scores and a summary."""
+    import time
+
     config = config_from_args(args)
 
     from panoptic_ros.evaluation.model_eval import evaluate_pipeline
@@ -156,9 +178,15 @@ def _run_model(args: argparse.Namespace, samples: Any) -> int:
 
     with PanopticPipeline.from_config(config) as pipeline:
         print(pipeline.describe())
-        if isinstance(samples, _LazySamples):
+        if isinstance(samples, _DatasetSamples):
             samples.bind(pipeline.labels)
+        start = time.perf_counter()
         result = evaluate_pipeline(pipeline, samples, progress=progress_enabled(args))
+        seconds = time.perf_counter() - start
+    print(
+        f"evaluated {len(samples)} images in {seconds:.1f} s "
+        f"({len(samples) / seconds if seconds > 0 else float('nan'):.2f} images/s)"
+    )
     return _report(args, result)
 
 
@@ -171,7 +199,9 @@ def _run_folders(args: argparse.Namespace) -> int:
     if args.gt_json is None or args.pred_json is None:
         raise ConfigError("the folder mode needs both --gt-json and --pred-json")
     if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+        raise ConfigError(f"--workers must be at least 1 in the folder mode, got {args.workers}")
+    if args.limit is not None:
+        raise ConfigError("--limit applies to --cityscapes")
     gt_dir = args.gt_dir if args.gt_dir is not None else args.gt_json.with_suffix("")
     pred_dir = args.pred_dir if args.pred_dir is not None else args.pred_json.with_suffix("")
     for path, flag in ((args.gt_json, "--gt-json"), (args.pred_json, "--pred-json")):

@@ -56,6 +56,7 @@ __all__ = [
     "VOID",
     "CategoryStat",
     "ClassQuality",
+    "MapAccumulator",
     "PQResult",
     "PQStat",
     "categories_from_labels",
@@ -480,6 +481,71 @@ def miou_from_confusion(confusion: npt.NDArray[np.int64]) -> float:
     return float(np.mean(tp[present] / union[present])) if present.any() else float("nan")
 
 
+class MapAccumulator:
+    """PQ/SQ/RQ and mIoU of semantic + instance maps, accumulated one image at a time.
+
+    Only per-category counts and the [C, C + 1] confusion are kept between images, so
+    scoring a dataset needs the memory of one image, whatever its length. The numbers are
+    those of :func:`evaluate_maps` on the same images in the same order (which uses this).
+
+    Ground truth thing pixels without an instance are crowd regions; predicted thing pixels
+    without an instance are left unlabelled (void), as a prediction must not claim a crowd.
+
+    Args:
+        labels: The label space of every map; categories are keyed by class index.
+    """
+
+    def __init__(self, labels: LabelSpace) -> None:
+        self.labels = labels
+        self.categories = categories_from_labels(labels)
+        self.stat = PQStat()
+        self.confusion = np.zeros((labels.num_classes, labels.num_classes + 1), np.int64)
+        self.images = 0
+
+    def reset(self) -> None:
+        """Forget every image added so far."""
+        self.stat = PQStat()
+        self.confusion[:] = 0
+        self.images = 0
+
+    def add(
+        self,
+        gt_semantic: npt.NDArray[np.uint8],
+        gt_instances: npt.NDArray[np.integer[Any]],
+        pred_semantic: npt.NDArray[np.uint8],
+        pred_instances: npt.NDArray[np.integer[Any]],
+    ) -> None:
+        """Score one image and add its counts.
+
+        Args:
+            gt_semantic: [H, W] uint8 ground truth class, 255 void.
+            gt_instances: [H, W] integer ground truth instance number, 0 none.
+            pred_semantic: [H, W] uint8 predicted class at the ground truth's size.
+            pred_instances: [H, W] integer predicted instance number, 0 none.
+
+        Raises:
+            EvaluationError: Shapes differ or a map is outside the label space.
+        """
+        labels = self.labels
+        gt_ids, gt_segments = segments_from_maps(gt_semantic, gt_instances, labels)
+        pred_ids, pred_segments = segments_from_maps(pred_semantic, pred_instances, labels)
+        if any(s["iscrowd"] for s in pred_segments):
+            # Predicted thing pixels without an instance: exactly the crowd segments.
+            crowd = labels.is_thing_table()[pred_semantic] & (pred_instances == 0)
+            pred_ids[crowd] = VOID
+            pred_segments = [s for s in pred_segments if not s["iscrowd"]]
+        image_stat, _ = score_panoptic_image(
+            gt_ids, gt_segments, pred_ids, pred_segments, self.categories, check_ids=False
+        )
+        self.stat += image_stat
+        self.confusion += semantic_confusion(gt_semantic, pred_semantic, labels.num_classes)
+        self.images += 1
+
+    def result(self) -> PQResult:
+        """PQ/SQ/RQ for all, things, stuff and per class over the images added, and mIoU."""
+        return self.stat.result(self.categories, miou=miou_from_confusion(self.confusion))
+
+
 def evaluate_maps(
     pairs: Iterable[tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]]],
     labels: LabelSpace,
@@ -489,7 +555,8 @@ def evaluate_maps(
     Each map is [H, W] at the ground truth's resolution: semantic uint8 (255 void),
     instances integer (0 none). Ground truth thing pixels without an instance are crowd
     regions; predicted thing pixels without an instance are left unlabelled (void), as a
-    prediction must not claim a crowd.
+    prediction must not claim a crowd. ``pairs`` may be a generator: one image at a time
+    is held (:class:`MapAccumulator`).
 
     Args:
         pairs: The images' ground truth and predicted maps.
@@ -501,19 +568,10 @@ def evaluate_maps(
     Raises:
         EvaluationError: Shapes differ or a map is outside the label space.
     """
-    categories = categories_from_labels(labels)
-    stat = PQStat()
-    confusion = np.zeros((labels.num_classes, labels.num_classes + 1), np.int64)
+    accumulator = MapAccumulator(labels)
     for gt_semantic, gt_instances, pred_semantic, pred_instances in pairs:
-        gt_ids, gt_segments = segments_from_maps(gt_semantic, gt_instances, labels)
-        pred_ids, pred_segments = segments_from_maps(pred_semantic, pred_instances, labels)
-        crowd = [s["id"] for s in pred_segments if s["iscrowd"]]
-        if crowd:
-            pred_ids = np.where(np.isin(pred_ids, crowd), VOID, pred_ids).astype(np.uint32)
-            pred_segments = [s for s in pred_segments if not s["iscrowd"]]
-        stat += pq_single_image(gt_ids, gt_segments, pred_ids, pred_segments, categories)
-        confusion += semantic_confusion(gt_semantic, pred_semantic, labels.num_classes)
-    return stat.result(categories, miou=miou_from_confusion(confusion))
+        accumulator.add(gt_semantic, gt_instances, pred_semantic, pred_instances)
+    return accumulator.result()
 
 
 # --- Folders of panoptic PNGs: the official tools' input, scored fast and in parallel ------
