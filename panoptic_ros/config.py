@@ -29,6 +29,7 @@ __all__ = [
     "BackendConfig",
     "BackendName",
     "Config",
+    "DatasetConfig",
     "DatasetName",
     "FieldSpec",
     "FusionConfig",
@@ -558,6 +559,32 @@ class TrainConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DatasetConfig:
+    """How a panoptic dataset's category ids map into the model's label space."""
+
+    category_map: tuple[str, ...] = setting(
+        (),
+        "dataset category id to class name as 'ID=NAME' entries (several ids may name one "
+        "class; categories not listed become void); empty: each class's own dataset id",
+    )
+
+    def __post_init__(self) -> None:
+        seen: set[int] = set()
+        for entry in self.category_map:
+            raw_id, sep, name = entry.partition("=")
+            if not sep or not raw_id.strip().isdigit() or not name.strip():
+                raise ConfigError(
+                    f"dataset.category_map entry {entry!r} must look like 'ID=NAME', e.g. '3=car'"
+                )
+            category = int(raw_id)
+            if category in seen:
+                raise ConfigError(
+                    f"dataset.category_map lists category {category} twice; give each id once"
+                )
+            seen.add(category)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """Everything a run needs; every leaf has a default and a one-line doc."""
 
@@ -570,6 +597,7 @@ class Config:
     grid: GridConfig = field(default_factory=GridConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
 
 
 @dataclass(frozen=True, slots=True)

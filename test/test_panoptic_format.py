@@ -31,9 +31,11 @@ from panoptic_ros.data.panoptic_format import (
     PanopticDatasetSource,
     category_mapping,
     dataset_categories,
+    dataset_mapping,
     id2rgb,
     maps_from_panoptic,
     panoptic_from_maps,
+    parse_category_map,
     read_cityscapes_panoptic,
     read_coco_panoptic,
     read_panoptic_png,
@@ -655,3 +657,176 @@ def test_cli_runs_the_model_over_cityscapes(
     # Loading threads change nothing.
     assert main([*args, "--limit", "2", "--workers", "0", "--json", str(out)]) == 0
     assert_same_result(json.loads(out.read_text()), expected)
+
+
+# --- COCO panoptic: COCO category ids, mapped into the label space by config -------------------
+
+#: COCO-style category ids for the synthetic scenes' classes (not Cityscapes' labelIds).
+COCO_IDS = {
+    "road": 149, "sidewalk": 191, "building": 197, "wall": 199, "fence": 200, "pole": 196,
+    "traffic light": 10, "traffic sign": 13, "vegetation": 184, "terrain": 193,
+    "sky": 187, "person": 1, "rider": 91, "car": 3, "truck": 8, "bus": 6, "train": 7,
+    "motorcycle": 4, "bicycle": 2,
+}  # fmt: skip
+#: dataset.category_map: every category back to its class, except that trucks merge into
+#: car (two categories, one class) and terrain (not listed) becomes void.
+COCO_MAP = [f"{COCO_IDS[n]}={n}" for n in CITYSCAPES.names if n not in ("truck", "terrain")]
+COCO_MAP.append(f"{COCO_IDS['truck']}=car")
+
+
+def coco_labels() -> LabelSpace:
+    """CITYSCAPES with COCO-style dataset ids (how the ground truth files are written)."""
+    from dataclasses import replace
+
+    return LabelSpace(tuple(replace(c, dataset_id=COCO_IDS[c.name]) for c in CITYSCAPES.classes))
+
+
+def coco_ids(
+    semantic: np.ndarray, instances: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Maps -> COCO panoptic ids: random 24-bit segment ids, COCO category ids, crowd."""
+    ids, segments = panoptic_from_maps(semantic, instances, coco_labels())
+    new = rng.choice(np.arange(1, 256**3), size=len(segments), replace=False).tolist()
+    table = dict(zip([s["id"] for s in segments], new, strict=True))
+    out = np.zeros_like(ids)
+    for old, value in table.items():
+        out[ids == old] = value
+    return out, [{**s, "id": table[s["id"]]} for s in segments]
+
+
+@pytest.fixture(scope="module")
+def coco_dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A COCO panoptic val set (int image ids, JPEG images, random ids, crowd) + predictions."""
+    root = tmp_path_factory.mktemp("coco")
+    for folder in ("val2017", "panoptic_val2017", "annotations"):
+        (root / folder).mkdir()
+    rng = np.random.default_rng(4)
+    images, annotations, predictions, scenes = [], [], [], []
+    for index, seed in enumerate((21, 22, 23)):
+        raw = generate_scene(seed, HEIGHT, WIDTH)
+        (gt_sem, gt_inst), (pred_sem, pred_inst) = load_eval_speed().perturb(
+            raw.semantic, raw.instances, seed
+        )
+        scene = SyntheticScene(raw.image, gt_sem, gt_inst, raw.instance_classes, seed)
+        image_id = 139 + 1000 * index
+        name = f"{image_id:012d}"
+        cv2.imwrite(str(root / "val2017" / f"{name}.jpg"), scene.image[..., ::-1])
+        ids, segments = coco_ids(scene.semantic, scene.instances, rng)
+        write_panoptic_png(root / "panoptic_val2017" / f"{name}.png", ids)
+        images.append(
+            {"id": image_id, "file_name": f"{name}.jpg", "height": HEIGHT, "width": WIDTH}
+        )
+        annotations.append(
+            {"image_id": image_id, "file_name": f"{name}.png", "segments_info": segments}
+        )
+        pred_ids, pred_segments = coco_ids(pred_sem, pred_inst, rng)
+        pred_segments = [{"id": s["id"], "category_id": s["category_id"]} for s in pred_segments]
+        predictions.append((image_id, pred_ids, pred_segments))
+        scenes.append(scene)
+    categories = dataset_categories(coco_labels())
+    gt_json = root / "annotations" / "panoptic_val2017.json"
+    gt_json.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
+    pred_json = write_coco_panoptic(
+        root / "results" / "panoptic_val2017.json",
+        root / "results" / "panoptic_val2017",
+        predictions,
+        categories,
+    )
+    assert any(s["iscrowd"] for a in annotations for s in a["segments_info"])
+    return {
+        "gt": (gt_json, root / "panoptic_val2017", root / "val2017"),
+        "pred": (pred_json, pred_json.with_suffix("")),
+        "scenes": scenes,
+    }
+
+
+def test_config_maps_coco_categories_into_the_label_space(
+    coco_dataset: dict[str, Any], tmp_path: Path
+) -> None:
+    dataset = read_coco_panoptic(*coco_dataset["gt"])
+    assert [r.image_id for r in dataset] == [139, 1139, 2139]
+    mapping = parse_category_map(COCO_MAP, CITYSCAPES)
+    assert mapping[COCO_IDS["truck"]] == mapping[COCO_IDS["car"]] == CITYSCAPES.index("car")
+    source = PanopticDatasetSource(dataset, CITYSCAPES, mapping, crowd="keep")
+    car, truck, terrain = (CITYSCAPES.index(n) for n in ("car", "truck", "terrain"))
+    merged = 0
+    for index, scene in enumerate(coco_dataset["scenes"]):
+        sample = source(index)
+        expected = scene.semantic.copy()
+        expected[expected == truck] = car
+        expected[expected == terrain] = IGNORE_INDEX
+        assert np.array_equal(sample.semantic, expected)
+        thing = CITYSCAPES.is_thing_table()[scene.semantic]
+        assert same_partition(sample.instances[thing], scene.instances[thing])
+        assert np.array_equal(sample.ignore_mask, thing & (scene.instances == 0))
+        merged += int((scene.semantic == truck).sum())
+    assert merged > 0  # the scenes do exercise the merge
+    assert dataset_mapping(dataset.categories, CITYSCAPES, COCO_MAP) == mapping
+    # Without a map COCO's ids would be read as Cityscapes labelIds (13: traffic sign as fence).
+    with pytest.raises(ConfigError, match="category 13 'traffic sign' would be read as class"):
+        dataset_mapping(dataset.categories, CITYSCAPES)
+    cityscapes = read_cityscapes_panoptic(
+        write_cityscapes_panoptic(tmp_path / "cs", coco_dataset["scenes"][:1], CITYSCAPES).parents[
+            1
+        ]
+    )
+    assert dataset_mapping(cityscapes.categories, CITYSCAPES) == category_mapping(CITYSCAPES)
+    with pytest.raises(ConfigError, match="names no class of the model"):
+        parse_category_map(["3=automobile"], CITYSCAPES)
+    with pytest.raises(ConfigError, match="lists category 3 twice"):
+        parse_category_map(["3=car", "3=truck"], CITYSCAPES)
+
+
+def test_cli_scores_coco_folders_as_pq_compute(
+    coco_dataset: dict[str, Any], tmp_path: Path, capsys: Any
+) -> None:
+    gt_json, gt_dir, _ = coco_dataset["gt"]
+    pred_json, pred_dir = coco_dataset["pred"]
+    out = tmp_path / "pq.json"
+    args = ["eval", "--gt-json", str(gt_json), "--gt-dir", str(gt_dir)]
+    assert main([*args, "--pred-json", str(pred_json), "--json", str(out), "-q"]) == 0
+    assert "things" in capsys.readouterr().out
+    with contextlib.redirect_stdout(io.StringIO()):
+        official = panopticapi.pq_compute(str(gt_json), str(pred_json), str(gt_dir), str(pred_dir))
+    printed = json.loads(out.read_text())
+    names = {c["id"]: c["name"] for c in json.loads(gt_json.read_text())["categories"]}
+    for key, name in (("all", "All"), ("things", "Things"), ("stuff", "Stuff")):
+        for metric in ("pq", "sq", "rq", "n"):
+            assert printed[key][metric] == pytest.approx(official[name][metric], abs=1e-9)
+    for category, values in official["per_class"].items():
+        mine = printed["per_class"].get(names[category], {"pq": 0.0, "sq": 0.0, "rq": 0.0})
+        for metric in ("pq", "sq", "rq"):
+            assert mine[metric] == pytest.approx(values[metric], abs=1e-9)
+    assert 0.0 < printed["all"]["pq"] < 1.0
+
+
+def test_cli_runs_the_model_over_coco(
+    coco_dataset: dict[str, Any], tmp_path: Path, capsys: Any
+) -> None:
+    config = bundled_model_config()
+    out = tmp_path / "pq.json"
+    mapping = "dataset.category_map=" + json.dumps(COCO_MAP)
+    coco = [str(path) for path in coco_dataset["gt"]]
+    args = ["eval", "--coco", *coco, "--backend", "onnxruntime", "--set", mapping]
+    assert main([*args, "--json", str(out), "-q"]) == 0
+    assert "evaluated 3 images in" in capsys.readouterr().out
+    source = PanopticDatasetSource(
+        read_coco_panoptic(*coco_dataset["gt"]),
+        CITYSCAPES,
+        parse_category_map(COCO_MAP, CITYSCAPES),
+        crowd="keep",
+    )
+    expected = library_model_pq(source, config)
+    assert expected.n > 0
+    truck = expected.per_class.get("truck")  # ground truth trucks are cars now
+    assert truck is None or truck.tp + truck.fn == 0
+    assert_same_result(json.loads(out.read_text()), expected)
+    # Bad inputs fail before any work, with one line.
+    assert main(["eval", "--coco", coco[0], coco[1], str(tmp_path / "no_images"), "-q"]) == 1
+    assert "IMAGE_DIR" in capsys.readouterr().err
+    assert main([*args[:5], "--backend", "onnxruntime", "--set", "dataset.category_map=[x]"]) == 1
+    assert "must look like 'ID=NAME'" in capsys.readouterr().err
+    assert main([*args[:5], "--backend", "onnxruntime", "-q"]) == 1  # no map: refused
+    assert "would be read as class" in capsys.readouterr().err

@@ -1,10 +1,13 @@
 """``panoptic-ros eval``: panoptic quality (PQ, SQ, RQ) and mIoU.
 
-Three modes: a model on held-out synthetic scenes (``--synthetic``, the default), a model on
-a Cityscapes panoptic dataset (``--cityscapes``), or a folder of panoptic predictions
-against a folder of ground truth (``--gt-json``/``--pred-json``, the input of panopticapi's
-``pq_compute`` and cityscapesscripts' ``evalPanopticSemanticLabeling``, with the same
-results, scored in parallel).
+Four modes: a model on held-out synthetic scenes (``--synthetic``, the default); a model run
+over a Cityscapes panoptic dataset (``--cityscapes``) or a COCO panoptic dataset
+(``--coco``), whose category ids are mapped into the model's label space by
+``dataset.category_map`` in the config (default: each class's own dataset id); or a folder
+of panoptic predictions against a folder of ground truth (``--gt-json``/``--pred-json``,
+Cityscapes or COCO files as panopticapi's ``pq_compute`` and cityscapesscripts'
+``evalPanopticSemanticLabeling`` read them, with the same results, scored in parallel, in
+the ground truth's own category ids).
 
 Model runs score each image as it comes and keep only the counts, so a whole dataset needs
 the memory of a few images; ``--workers`` threads read and decode the next images meanwhile.
@@ -33,9 +36,12 @@ Examples:
   panoptic-ros eval --synthetic 50                      # bundled model, held-out scenes
   panoptic-ros eval --synthetic 200 --size 288x512 --model runs/synthetic/model.onnx --json pq.json
   panoptic-ros eval --cityscapes ~/data/cityscapes --split val --model model.onnx
+  panoptic-ros eval --coco panoptic_val2017.json panoptic_val2017 val2017 --model coco.onnx \\
+      --set 'dataset.category_map=["1=person", "3=car", "149=road"]'
   panoptic-ros eval --gt-json gtFine/cityscapes_panoptic_val.json \\
       --gt-dir gtFine/cityscapes_panoptic_val --pred-json results/cityscapes_panoptic_val.json \\
       --pred-dir results/cityscapes_panoptic_val --workers 8 --json pq.json
+  panoptic-ros eval --gt-json annotations/panoptic_val2017.json --pred-json ours.json
 """
 
 
@@ -64,10 +70,19 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--split", default="val", help="the --cityscapes split")
     parser.add_argument(
+        "--coco",
+        type=Path,
+        nargs=3,
+        metavar=("JSON", "PNG_DIR", "IMAGE_DIR"),
+        help="run the model over a COCO panoptic dataset: its panoptic JSON, the folder of "
+        "its panoptic PNGs and the folder of its images (categories mapped by "
+        "dataset.category_map)",
+    )
+    parser.add_argument(
         "--limit",
         type=int,
         metavar="N",
-        help="only the first N images of --cityscapes",
+        help="only the first N images of --cityscapes or --coco",
     )
     folders = parser.add_argument_group(
         "prediction folders (no model: score panoptic PNG + JSON predictions)"
@@ -84,7 +99,7 @@ def register(subparsers: Any) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="folder mode: scoring processes (default: every CPU); --cityscapes: "
+        help="folder mode: scoring processes (default: every CPU); --cityscapes/--coco: "
         "threads reading and decoding the next images (default: 2; 0 reads in turn)",
     )
     parser.add_argument(
@@ -104,20 +119,21 @@ def run(args: argparse.Namespace) -> int:
     modes = [
         args.synthetic is not None,
         args.cityscapes is not None,
+        args.coco is not None,
         any(folder_flags),
     ]
     if sum(modes) > 1:
-        raise ConfigError("use one of --synthetic, --cityscapes or --gt-json/--pred-json")
+        raise ConfigError("use one of --synthetic, --cityscapes, --coco or --gt-json/--pred-json")
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be at least 0, got {args.workers}")
     if any(folder_flags):
         return _run_folders(args)
-    if args.cityscapes is not None:
+    if args.cityscapes is not None or args.coco is not None:
         return _run_model(args, _dataset_samples(args))
     if args.workers is not None:
-        raise ConfigError("--workers applies to --cityscapes and the folder mode")
+        raise ConfigError("--workers applies to --cityscapes, --coco and the folder mode")
     if args.limit is not None:
-        raise ConfigError("--limit applies to --cityscapes; use --synthetic N")
+        raise ConfigError("--limit applies to --cityscapes and --coco; use --synthetic N")
     if args.synthetic is None:
         args.synthetic = 50
     if args.synthetic < 1:
@@ -128,16 +144,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _dataset_samples(args: argparse.Namespace) -> _DatasetSamples:
-    """Check the --cityscapes flags and read the dataset's index (no pixels yet)."""
+    """Check the --cityscapes/--coco flags and read the dataset's index (no pixels yet)."""
     from panoptic_ros.errors import ConfigError
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     from panoptic_ros.data import panoptic_format
 
-    if not args.cityscapes.is_dir():
-        raise ConfigError(f"--cityscapes {str(args.cityscapes)!r} is not a folder")
-    dataset = panoptic_format.read_cityscapes_panoptic(args.cityscapes, args.split)
+    if args.cityscapes is not None:
+        if not args.cityscapes.is_dir():
+            raise ConfigError(f"--cityscapes {str(args.cityscapes)!r} is not a folder")
+        dataset = panoptic_format.read_cityscapes_panoptic(args.cityscapes, args.split)
+    else:
+        json_path, png_dir, image_dir = args.coco
+        if not json_path.is_file():
+            raise ConfigError(f"--coco JSON {str(json_path)!r} is not a file")
+        for path, what in ((png_dir, "PNG_DIR"), (image_dir, "IMAGE_DIR")):
+            if not path.is_dir():
+                raise ConfigError(f"--coco {what} {str(path)!r} is not a folder")
+        dataset = panoptic_format.read_coco_panoptic(json_path, png_dir, image_dir)
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     threads = 2 if args.workers is None else args.workers
     return _DatasetSamples(dataset, count, threads)
@@ -152,11 +177,12 @@ class _DatasetSamples:
         self.threads = threads
         self.source: Any = None
 
-    def bind(self, labels: Any) -> None:
-        """Map the dataset's categories into ``labels`` by the classes' dataset ids."""
-        from panoptic_ros.data.panoptic_format import PanopticDatasetSource
+    def bind(self, labels: Any, category_map: tuple[str, ...]) -> None:
+        """Map the dataset's categories into ``labels`` (``dataset.category_map``)."""
+        from panoptic_ros.data.panoptic_format import PanopticDatasetSource, dataset_mapping
 
-        self.source = PanopticDatasetSource(self.dataset, labels, crowd="keep")
+        mapping = dataset_mapping(self.dataset.categories, labels, category_map)
+        self.source = PanopticDatasetSource(self.dataset, labels, mapping, crowd="keep")
 
     def __len__(self) -> int:
         return self.count
@@ -179,7 +205,7 @@ def _run_model(args: argparse.Namespace, samples: Any) -> int:
     with PanopticPipeline.from_config(config) as pipeline:
         print(pipeline.describe())
         if isinstance(samples, _DatasetSamples):
-            samples.bind(pipeline.labels)
+            samples.bind(pipeline.labels, config.dataset.category_map)
         start = time.perf_counter()
         result = evaluate_pipeline(pipeline, samples, progress=progress_enabled(args))
         seconds = time.perf_counter() - start
@@ -201,7 +227,7 @@ def _run_folders(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be at least 1 in the folder mode, got {args.workers}")
     if args.limit is not None:
-        raise ConfigError("--limit applies to --cityscapes")
+        raise ConfigError("--limit applies to --cityscapes and --coco")
     gt_dir = args.gt_dir if args.gt_dir is not None else args.gt_json.with_suffix("")
     pred_dir = args.pred_dir if args.pred_dir is not None else args.pred_json.with_suffix("")
     for path, flag in ((args.gt_json, "--gt-json"), (args.pred_json, "--pred-json")):

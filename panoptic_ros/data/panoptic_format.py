@@ -65,10 +65,12 @@ __all__ = [
     "PngDecoder",
     "category_mapping",
     "dataset_categories",
+    "dataset_mapping",
     "fastest_png_decoder",
     "id2rgb",
     "maps_from_panoptic",
     "panoptic_from_maps",
+    "parse_category_map",
     "read_cityscapes_panoptic",
     "read_coco_panoptic",
     "read_image_rgb",
@@ -328,6 +330,78 @@ def category_mapping(labels: LabelSpace) -> dict[int, int]:
                 "give every class its own id"
             )
         mapping[info.dataset_id] = index
+    return mapping
+
+
+def parse_category_map(entries: Sequence[str], labels: LabelSpace) -> dict[int, int]:
+    """Dataset category id -> class index from ``'ID=NAME'`` entries (``dataset.category_map``).
+
+    Several ids may name one class (e.g. COCO's ``road`` and ``railroad`` both to
+    ``road``); categories without an entry become void. No entries: the classes' own
+    dataset ids (:func:`category_mapping`).
+
+    Args:
+        entries: ``'ID=NAME'`` strings, ``NAME`` a class of ``labels``.
+        labels: The model's label space.
+
+    Raises:
+        ConfigError: An entry is malformed, repeats an id or names an unknown class.
+    """
+    if not entries:
+        return category_mapping(labels)
+    mapping: dict[int, int] = {}
+    for entry in entries:
+        raw_id, sep, name = entry.partition("=")
+        if not sep or not raw_id.strip().isdigit() or not name.strip():
+            raise ConfigError(
+                f"dataset.category_map entry {entry!r} must look like 'ID=NAME', e.g. '3=car'"
+            )
+        category = int(raw_id)
+        if category in mapping:
+            raise ConfigError(
+                f"dataset.category_map lists category {category} twice; give each id once"
+            )
+        if name.strip() not in labels.names:
+            raise ConfigError(
+                f"dataset.category_map entry {entry!r} names no class of the model; "
+                f"classes: {', '.join(labels.names)}"
+            )
+        mapping[category] = labels.index(name.strip())
+    return mapping
+
+
+def dataset_mapping(
+    categories: Mapping[int, Mapping[str, Any]], labels: LabelSpace, entries: Sequence[str] = ()
+) -> dict[int, int]:
+    """Dataset category id -> class index for a dataset: configured, or by id and checked.
+
+    With ``entries`` (``dataset.category_map``) they decide (:func:`parse_category_map`).
+    Without, categories map by the classes' dataset ids, which is only right when the
+    dataset uses the ids the model was trained with: a category whose name differs from the
+    class with its id (COCO's truck is 8, Cityscapes' sidewalk too) is refused rather than
+    read as that class.
+
+    Args:
+        categories: The dataset's ``categories`` rows by id (``name`` read when present).
+        labels: The model's label space.
+        entries: ``'ID=NAME'`` strings; empty for the classes' dataset ids.
+
+    Raises:
+        ConfigError: A bad entry, or without entries a category whose name is not that of
+            the class with its id.
+    """
+    mapping = parse_category_map(entries, labels)
+    if entries:
+        return mapping
+    for category, row in categories.items():
+        name = row.get("name")
+        if category in mapping and name is not None and name != labels.names[mapping[category]]:
+            raise ConfigError(
+                f"dataset category {category} {name!r} would be read as class "
+                f"{labels.names[mapping[category]]!r} (the same dataset id); map the dataset's "
+                "categories with dataset.category_map, e.g. "
+                "--set 'dataset.category_map=[\"3=car\"]'"
+            )
     return mapping
 
 
