@@ -65,6 +65,19 @@ def test_every_timed_evaluator_gives_the_official_numbers(cases: Any) -> None:
     assert "pq_compute (all CPUs)" in table and "evaluate_folders, 2 workers" in table
 
 
+def test_the_stage_profile_covers_both_evaluators(cases: Any) -> None:
+    stages = load_eval_speed().profile_stages(cases, 2)
+    assert set(stages) == {
+        "decode_opencv",
+        "decode_pillow",
+        "ours_read",
+        "ours_score",
+        "official_read",
+        "official_sorts",
+    }
+    assert all(ms > 0 for ms in stages.values())
+
+
 @pytest.fixture(scope="module")
 def large_cases(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Three 1024x2048 pairs (one scene, three perturbations): the size the issue times."""

@@ -859,9 +859,10 @@ def evaluate_folders(
     """PQ/SQ/RQ and mIoU of a folder of panoptic predictions, as ``pq_compute`` scores it.
 
     Equal to panopticapi's ``pq_compute`` and cityscapesscripts'
-    ``evalPanopticSemanticLabeling`` on the same files (tested to 1e-9), several times
-    faster per image (:func:`score_panoptic_image`, PNGs read with OpenCV) and spread over
-    ``workers`` processes.
+    ``evalPanopticSemanticLabeling`` on the same files (tested to 1e-9). Per image the
+    cost is within about 10% of decoding the two PNGs (:func:`score_panoptic_image` on the
+    runs of constant ids), 3x less than the official loop at 1024x2048
+    (docs/BENCHMARKS.md); images are spread over ``workers`` processes.
 
     Args:
         gt_json: Ground truth panoptic JSON (``annotations``, ``categories``).
