@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -46,6 +46,7 @@ __all__ = [
     "config_to_dict",
     "flatten_config",
     "load_config",
+    "parse_category_entries",
     "parse_override",
     "render_params_yaml",
 ]
@@ -429,21 +430,28 @@ class ReplayConfig:
             )
 
 
-def _check_category_map(entries: tuple[str, ...]) -> None:
-    """Check ``train.category_map`` entries are ``ID:class name`` with distinct positive ids."""
+def parse_category_entries(entries: Sequence[str]) -> list[tuple[int, str]]:
+    """Read ``dataset.category_map`` entries: ``'ID=NAME'`` -> (dataset id, class name).
+
+    Raises:
+        ConfigError: An entry is malformed or repeats an id (one line naming it).
+    """
+    pairs: list[tuple[int, str]] = []
     seen: set[int] = set()
     for entry in entries:
-        number, sep, name = entry.partition(":")
-        if not sep or not name.strip() or not number.strip().isdigit() or int(number) < 1:
+        raw_id, sep, name = entry.partition("=")
+        if not sep or not raw_id.strip().isdigit() or not name.strip():
             raise ConfigError(
-                f"train.category_map entry {entry!r} must look like 'ID:class name' with a "
-                "positive dataset id, e.g. '3:car'"
+                f"dataset.category_map entry {entry!r} must look like 'ID=NAME', e.g. '3=car'"
             )
-        if int(number) in seen:
+        category = int(raw_id)
+        if category in seen:
             raise ConfigError(
-                f"train.category_map maps dataset id {int(number)} twice; keep one entry"
+                f"dataset.category_map lists category {category} twice; give each id once"
             )
-        seen.add(int(number))
+        seen.add(category)
+        pairs.append((category, name.strip()))
+    return pairs
 
 
 @dataclass(frozen=True, slots=True)
@@ -503,11 +511,6 @@ class TrainConfig:
         "the model's classes: '' = Cityscapes' 19, or a JSON/YAML list of {name, isthing, "
         "color, id} rows (a COCO 'categories' list works)",
     )
-    category_map: tuple[str, ...] = setting(
-        (),
-        "dataset category -> class as 'ID:class name' entries; [] = each class's own id; "
-        "categories not listed are void",
-    )
     backbone: str = setting("efficientnet_lite0", "backbone architecture name")
     backbone_weights: str = setting(
         "auto",
@@ -541,16 +544,15 @@ class TrainConfig:
             raise ConfigError(
                 f"train.dataset={self.dataset!r} needs train.dataset_root, the dataset's folder"
             )
-        if self.dataset == "synthetic" and (self.labels_file or self.category_map):
+        if self.dataset == "synthetic" and self.labels_file:
             raise ConfigError(
-                "train.labels_file and train.category_map apply to cityscapes and coco; "
-                "synthetic scenes are drawn in Cityscapes' 19 classes"
+                "train.labels_file applies to cityscapes and coco; synthetic scenes are drawn "
+                "in Cityscapes' 19 classes"
             )
         if self.dataset == "synthetic" and self.eval_images == 0:
             raise ConfigError("train.eval_images=0 (a whole split) needs a real train.dataset")
         if not self.train_split:
             raise ConfigError("train.train_split must name a split, e.g. 'train'")
-        _check_category_map(self.category_map)
         if self.scale_min > self.scale_max:
             raise ConfigError(
                 f"train.scale_min={self.scale_min} is above train.scale_max={self.scale_max}; "
@@ -560,7 +562,11 @@ class TrainConfig:
 
 @dataclass(frozen=True, slots=True)
 class DatasetConfig:
-    """How a panoptic dataset's category ids map into the model's label space."""
+    """How a panoptic dataset's category ids map into the model's label space.
+
+    Read by ``panoptic-ros train`` on Cityscapes or COCO folders and by ``panoptic-ros eval``
+    when it runs a model over a dataset.
+    """
 
     category_map: tuple[str, ...] = setting(
         (),
@@ -569,19 +575,7 @@ class DatasetConfig:
     )
 
     def __post_init__(self) -> None:
-        seen: set[int] = set()
-        for entry in self.category_map:
-            raw_id, sep, name = entry.partition("=")
-            if not sep or not raw_id.strip().isdigit() or not name.strip():
-                raise ConfigError(
-                    f"dataset.category_map entry {entry!r} must look like 'ID=NAME', e.g. '3=car'"
-                )
-            category = int(raw_id)
-            if category in seen:
-                raise ConfigError(
-                    f"dataset.category_map lists category {category} twice; give each id once"
-                )
-            seen.add(category)
+        parse_category_entries(self.category_map)
 
 
 @dataclass(frozen=True, slots=True)

@@ -773,7 +773,7 @@ def test_config_maps_coco_categories_into_the_label_space(
         ]
     )
     assert dataset_mapping(cityscapes.categories, CITYSCAPES) == category_mapping(CITYSCAPES)
-    with pytest.raises(ConfigError, match="names no class of the model"):
+    with pytest.raises(ConfigError, match="names no class of the label space"):
         parse_category_map(["3=automobile"], CITYSCAPES)
     with pytest.raises(ConfigError, match="lists category 3 twice"):
         parse_category_map(["3=car", "3=truck"], CITYSCAPES)

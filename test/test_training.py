@@ -427,11 +427,11 @@ def coco_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _coco_settings(root: Path) -> dict[str, Any]:
     vehicles = ("car", "truck", "bus")
-    mapping = [f"{COCO_IDS[n]}:vehicle" for n in vehicles] + [
-        f"{COCO_IDS['road']}:road",
-        f"{COCO_IDS['building']}:building",
-        f"{COCO_IDS['person']}:person",
-        f"{COCO_IDS['rider']}:person",
+    mapping = [f"{COCO_IDS[n]}=vehicle" for n in vehicles] + [
+        f"{COCO_IDS['road']}=road",
+        f"{COCO_IDS['building']}=building",
+        f"{COCO_IDS['person']}=person",
+        f"{COCO_IDS['rider']}=person",
     ]
     return {
         "train.dataset": "coco",
@@ -439,7 +439,7 @@ def _coco_settings(root: Path) -> dict[str, Any]:
         "train.train_split": "train2017",
         "train.eval_split": "val2017",
         "train.labels_file": str(root / "coco_classes.json"),
-        "train.category_map": mapping,
+        "dataset.category_map": mapping,
     }
 
 
@@ -505,22 +505,23 @@ def test_coco_source_maps_categories_through_the_config(coco_root: Path) -> None
             r"train.eval_split='nope'",
         ),
         (
-            {"train.dataset_root": "{cityscapes}", "train.category_map": ["26:lorry"]},
-            "'lorry' is not in the label space",
+            {"train.dataset_root": "{cityscapes}", "dataset.category_map": ["26=lorry"]},
+            "'26=lorry' names no class of the label space",
         ),
         (
-            {"train.dataset_root": "{cityscapes}", "train.category_map": ["999:car"]},
+            {"train.dataset_root": "{cityscapes}", "dataset.category_map": ["999=car"]},
             "names dataset id 999",
         ),
         (
-            {"train.dataset_root": "{cityscapes}", "train.category_map": ["car"]},
-            "must look like 'ID:class name'",
+            {"train.dataset_root": "{cityscapes}", "dataset.category_map": ["26:car"]},
+            "must look like 'ID=NAME'",
         ),
         (
             {"train.dataset_root": "{cityscapes}", "train.labels_file": "{cityscapes}/gtFine"},
             "train.labels_file=",
         ),
-        ({"train.labels_file": "classes.json"}, "apply to cityscapes and coco"),
+        ({"train.labels_file": "classes.json"}, "applies to cityscapes and coco"),
+        ({"dataset.category_map": ["26=car"]}, "applies to cityscapes and coco"),
         (
             {"train.dataset_root": "{cityscapes}", "train.scale_min": 2.0, "train.scale_max": 1.0},
             "swap them",

@@ -50,6 +50,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from panoptic_ros.config import parse_category_entries
 from panoptic_ros.errors import ConfigError, EvaluationError
 from panoptic_ros.labels import IGNORE_INDEX, LabelSpace
 
@@ -350,23 +351,13 @@ def parse_category_map(entries: Sequence[str], labels: LabelSpace) -> dict[int, 
     if not entries:
         return category_mapping(labels)
     mapping: dict[int, int] = {}
-    for entry in entries:
-        raw_id, sep, name = entry.partition("=")
-        if not sep or not raw_id.strip().isdigit() or not name.strip():
+    for category, name in parse_category_entries(entries):
+        if name not in labels.names:
             raise ConfigError(
-                f"dataset.category_map entry {entry!r} must look like 'ID=NAME', e.g. '3=car'"
+                f"dataset.category_map entry '{category}={name}' names no class of the "
+                f"label space; classes: {', '.join(labels.names)}"
             )
-        category = int(raw_id)
-        if category in mapping:
-            raise ConfigError(
-                f"dataset.category_map lists category {category} twice; give each id once"
-            )
-        if name.strip() not in labels.names:
-            raise ConfigError(
-                f"dataset.category_map entry {entry!r} names no class of the model; "
-                f"classes: {', '.join(labels.names)}"
-            )
-        mapping[category] = labels.index(name.strip())
+        mapping[category] = labels.index(name)
     return mapping
 
 

@@ -4,7 +4,7 @@
 :func:`~panoptic_ros.training.loop.train` needs: the label space, a sample source, the
 source index of every sample position, and the samples scored every ``train.eval_every``
 steps. The label space comes from ``train.labels_file`` (Cityscapes' 19 classes by
-default) and dataset categories reach it through ``train.category_map`` (by default each
+default) and dataset categories reach it through ``dataset.category_map`` (by default each
 class's own ``id``). Every path and name is checked here, before any training work, with a
 one-line :class:`~panoptic_ros.errors.ConfigError` naming the setting.
 
@@ -33,7 +33,7 @@ from panoptic_ros.data.panoptic_format import (
     DatasetSample,
     PanopticDataset,
     PanopticDatasetSource,
-    category_mapping,
+    parse_category_map,
     read_cityscapes_panoptic,
     read_coco_panoptic,
 )
@@ -48,7 +48,6 @@ __all__ = [
     "build_training_data",
     "dataset_files",
     "load_label_space",
-    "parse_category_map",
     "shuffled_indices",
 ]
 
@@ -161,31 +160,6 @@ def load_label_space(path: str | Path, drivable: Sequence[str]) -> LabelSpace:
         raise ConfigError(f"labels.drivable_classes={list(drivable)!r}: {err}") from err
 
 
-def parse_category_map(entries: Sequence[str], labels: LabelSpace) -> dict[int, int]:
-    """``train.category_map`` entries (``"ID:class name"``) -> dataset id -> class index.
-
-    Several dataset ids may map to one class (COCO's car and truck into one vehicle class).
-    No entries: each class's own ``dataset_id``.
-
-    Raises:
-        ConfigError: An entry names a class that is not in the label space.
-    """
-    if not entries:
-        return category_mapping(labels)
-    mapping: dict[int, int] = {}
-    for entry in entries:
-        number, _, name = entry.partition(":")
-        try:
-            mapping[int(number)] = labels.index(name.strip())
-        except ConfigError as err:
-            known = ", ".join(labels.names[:12]) + (", ..." if len(labels.names) > 12 else "")
-            raise ConfigError(
-                f"train.category_map entry {entry!r}: class {name.strip()!r} is not in the "
-                f"label space ({known}); fix the name or train.labels_file"
-            ) from err
-    return mapping
-
-
 def shuffled_indices(count: int, needed: int, seed: int) -> list[int]:
     """``needed`` indices into ``count`` samples: one seeded permutation per epoch.
 
@@ -273,13 +247,13 @@ def _source(
         unknown = sorted(set(mapping) - categories)
         if unknown:
             raise ConfigError(
-                f"train.category_map names dataset id {unknown[0]}, which {where} does not "
+                f"dataset.category_map names dataset id {unknown[0]}, which {where} does not "
                 f"have (its ids: {sorted(categories)[:12]})"
             )
     if categories and not categories & set(mapping):
         raise ConfigError(
             f"no category of {where} (ids {sorted(categories)[:8]}) maps into the label space "
-            f"(ids {sorted(mapping)[:8]}); set train.category_map or train.labels_file"
+            f"(ids {sorted(mapping)[:8]}); set dataset.category_map or train.labels_file"
         )
     return PanopticDatasetSource(dataset, labels, mapping, crowd=crowd)
 
@@ -303,6 +277,11 @@ def build_training_data(config: Config, world_size: int = 1) -> TrainingData:
     cfg = config.train
     labels = load_label_space(cfg.labels_file, config.labels.drivable_classes)
     needed = cfg.steps * cfg.batch_size * world_size
+    if cfg.dataset == "synthetic" and config.dataset.category_map:
+        raise ConfigError(
+            "dataset.category_map applies to cityscapes and coco; synthetic scenes are drawn "
+            "in Cityscapes' 19 classes"
+        )
     if cfg.dataset == "synthetic":
         from panoptic_ros.data.synthetic import HELD_OUT_SEED_START
         from panoptic_ros.evaluation.model_eval import held_out_synthetic
@@ -323,8 +302,8 @@ def build_training_data(config: Config, world_size: int = 1) -> TrainingData:
             f"train.dataset_root={cfg.dataset_root!r} is not a folder; point it at the "
             f"{cfg.dataset} dataset"
         )
-    mapping = parse_category_map(cfg.category_map, labels)
-    explicit = bool(cfg.category_map)
+    mapping = parse_category_map(config.dataset.category_map, labels)
+    explicit = bool(config.dataset.category_map)
     dataset = _read_split(cfg.dataset, root, cfg.train_split, "train.train_split")
     where = f"the {cfg.dataset} split {cfg.train_split!r}"
     source = _source(dataset, labels, mapping, explicit, where, "void")
