@@ -1264,15 +1264,24 @@ def test_onnx_external_data_cannot_leave_the_model_folder(
     (folder / "link.weights").symlink_to(outside)
     location = str(outside) if location == "ABSOLUTE" else location
     evil = _relocate_external_data(external_data_model, location)
+    from panoptic_ros.export.fused import append_fusion
+    from panoptic_ros.export.quantize import convert_fp16, quantize_int8
+
+    frame = np.zeros((128, 256, 3), np.uint8)
+    made = folder / "made.onnx"
     for load in (
         OnnxRuntimeBackend,
         read_onnx_metadata,
         check_onnx_contract,
         _pipeline_from,
+        lambda path: convert_fp16(path, made),
+        lambda path: quantize_int8(path, made, [frame], method="minmax"),
+        lambda path: append_fusion(path, made, params=FusionParams()),
     ):
         with pytest.raises(ModelFileError, match="outside the model's folder") as caught:
             load(evil)
         one_line(caught.value)
+    assert not made.exists()
 
 
 def test_yaml_is_loaded_safely(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from panoptic_ros.contract import (
     write_sidecar,
 )
 from panoptic_ros.errors import ModelFileError
+from panoptic_ros.export.onnx_export import check_external_data
 from panoptic_ros.geometry import Letterbox
 
 __all__ = [
@@ -288,6 +289,7 @@ def convert_fp16(
 
     from panoptic_ros.contract import ContractKind
 
+    check_external_data(Path(source))
     proto = onnx.load(str(source))
     if static_hw is not None:
         _make_static(proto, static_hw)
@@ -452,6 +454,7 @@ def quantize_int8(
         "percentile": OrtMethod.Percentile,
         "entropy": OrtMethod.Entropy,
     }
+    check_external_data(Path(source))
     frame_list = list(frames)
     if not frame_list:
         raise ModelFileError("INT8 calibration needs at least one frame")
