@@ -102,7 +102,7 @@ def test_a_broken_model_file_is_not_hidden_by_falling_back() -> None:
 def test_auto_order(
     monkeypatch: pytest.MonkeyPatch, cuda: bool, device: str, expected_calls: list[str]
 ) -> None:
-    monkeypatch.setattr(base, "_cuda_available", lambda: cuda)
+    monkeypatch.setattr(base, "cuda_available", lambda: cuda)
     calls: list[str] = []
     failing = {"tensorrt": BackendError("tensorrt is not installed")}
     model, backend = _sections(**{"backend.name": "auto", "backend.device": device})

@@ -29,6 +29,7 @@ __all__ = [
     "Backend",
     "BackendRequest",
     "create_backend",
+    "cuda_available",
     "resolve_model_path",
 ]
 
@@ -148,7 +149,8 @@ def resolve_model_path(model: ModelConfig) -> Path:
     return path
 
 
-def _cuda_available() -> bool:
+def cuda_available() -> bool:
+    """True when torch is installed and sees a CUDA device (what ``auto`` checks first)."""
     try:
         import torch
     except ImportError:
@@ -160,7 +162,7 @@ def _auto_candidates(request: BackendRequest) -> list[tuple[str, str]]:
     """Return (backend, reason) in the order ``auto`` tries them, skipping hopeless ones."""
     candidates: list[tuple[str, str]] = []
     wants_gpu = request.device != "cpu"
-    if wants_gpu and _cuda_available():
+    if wants_gpu and cuda_available():
         candidates.append(("tensorrt", "CUDA device present"))
         candidates.append(("torch", "CUDA device present"))
     candidates.append(("onnxruntime", "runs everywhere"))

@@ -262,14 +262,6 @@ def _tensorrt_importable() -> bool:
     return True
 
 
-def _cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
 def matrix_entries(
     model: Path, variants: Path, *, tensorrt: bool, cuda: bool
 ) -> list[dict[str, Any]]:
@@ -314,7 +306,7 @@ def _network_hw(args: argparse.Namespace, image_hw: tuple[int, int]) -> tuple[in
 
 
 def _run_matrix(args: argparse.Namespace, config: Any) -> dict[str, Any]:
-    from panoptic_ros.backends.base import resolve_model_path
+    from panoptic_ros.backends.base import cuda_available, resolve_model_path
     from panoptic_ros.config import config_from_flat
     from panoptic_ros.data.synthetic import HELD_OUT_SEED_START, generate_scene
     from panoptic_ros.errors import PanopticError
@@ -324,7 +316,7 @@ def _run_matrix(args: argparse.Namespace, config: Any) -> dict[str, Any]:
         model,
         args.variants or model.parent,
         tensorrt=_tensorrt_importable(),
-        cuda=_cuda_available(),
+        cuda=cuda_available(),
     )
     runs: list[dict[str, Any]] = []
     for height, width in args.matrix_sizes:
