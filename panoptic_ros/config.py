@@ -23,7 +23,7 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
-from panoptic_ros.errors import ConfigError
+from panoptic_ros.errors import ConfigError, first_line
 
 __all__ = [
     "BackendConfig",
@@ -742,8 +742,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
-        first = str(err).splitlines()[0]  # YAML errors quote the source over several lines
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({first})") from err
+        # YAML errors quote the source over several lines.
+        raise ConfigError(
+            f"override {text!r}: value is not valid YAML ({first_line(err)})"
+        ) from err
     return key.strip(), value
 
 
@@ -776,8 +778,9 @@ def load_config(
         try:
             document = yaml.safe_load(text) or {}
         except yaml.YAMLError as err:
-            first = str(err).splitlines()[0]
-            raise ConfigError(f"config file {source!r} is not valid YAML: {first}") from err
+            raise ConfigError(
+                f"config file {source!r} is not valid YAML: {first_line(err)}"
+            ) from err
         if not isinstance(document, Mapping):
             raise ConfigError(f"config file {source!r} must hold a mapping at the top level")
         ros = _ros_parameters(document)

@@ -19,7 +19,7 @@ from panoptic_ros.contract import (
     ContractKind,
     ModelMetadata,
 )
-from panoptic_ros.errors import BackendError, ModelFileError
+from panoptic_ros.errors import BackendError, ModelFileError, first_line
 from panoptic_ros.results import HeadOutputs
 
 __all__ = ["OnnxRuntimeBackend"]
@@ -114,8 +114,9 @@ class OnnxRuntimeBackend:
         try:
             self._session = ort.InferenceSession(str(model_path), options, providers=providers)
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ModelFileError(f"cannot load ONNX model {str(model_path)!r}: {first}") from err
+            raise ModelFileError(
+                f"cannot load ONNX model {str(model_path)!r}: {first_line(err)}"
+            ) from err
         meta_map = self._session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in meta_map:
             raise ModelFileError(
@@ -169,7 +170,7 @@ class OnnxRuntimeBackend:
         try:
             logits, heatmap, offsets = self._session.run(list(HEAD_OUTPUTS), {INPUT_NAME: images})
         except Exception as err:
-            raise BackendError(f"onnxruntime inference failed: {str(err).splitlines()[0]}") from err
+            raise BackendError(f"onnxruntime inference failed: {first_line(err)}") from err
         return HeadOutputs(
             np.asarray(logits, dtype=np.float32),
             np.asarray(heatmap, dtype=np.float32),
@@ -185,7 +186,7 @@ class OnnxRuntimeBackend:
         try:
             return tuple(self._session.run(list(FUSED_OUTPUTS), {INPUT_NAME: images}))
         except Exception as err:
-            raise BackendError(f"onnxruntime inference failed: {str(err).splitlines()[0]}") from err
+            raise BackendError(f"onnxruntime inference failed: {first_line(err)}") from err
 
     def close(self) -> None:
         """Drop the session."""

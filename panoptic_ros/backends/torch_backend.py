@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from panoptic_ros.backends.base import BackendRequest, resolve_network_hw
 from panoptic_ros.contract import ModelMetadata
-from panoptic_ros.errors import BackendError, ModelFileError
+from panoptic_ros.errors import BackendError, ModelFileError, first_line
 from panoptic_ros.results import HeadOutputs
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ class TorchBackend:
                 self._graph.replay()
                 return tuple(t.clone() for t in self._static_out)
         except RuntimeError as err:
-            raise BackendError(f"torch inference failed: {str(err).splitlines()[0]}") from err
+            raise BackendError(f"torch inference failed: {first_line(err)}") from err
 
     def _capture(self, batch: torch.Tensor) -> None:
         torch = self._torch

@@ -29,7 +29,7 @@ from panoptic_ros.contract import (
     ModelMetadata,
     write_sidecar,
 )
-from panoptic_ros.errors import ModelFileError
+from panoptic_ros.errors import ModelFileError, first_line
 
 __all__ = ["check_external_data", "check_onnx_contract", "export_onnx", "read_onnx_metadata"]
 
@@ -145,8 +145,7 @@ def _load_proto(path: Path) -> Any:
     try:
         return onnx.load(str(path), load_external_data=False)
     except Exception as err:  # protobuf DecodeError, OSError, onnx's ValidationError
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelFileError(f"cannot read ONNX model {str(path)!r}: {first}") from err
+        raise ModelFileError(f"cannot read ONNX model {str(path)!r}: {first_line(err)}") from err
 
 
 def _tensors(graph: Any) -> Iterator[Any]:

@@ -37,7 +37,7 @@ from panoptic_ros.data.panoptic_format import (
     read_cityscapes_panoptic,
     read_coco_panoptic,
 )
-from panoptic_ros.errors import ConfigError
+from panoptic_ros.errors import ConfigError, first_line
 from panoptic_ros.labels import CITYSCAPES, LabelSpace
 from panoptic_ros.training.data import PanopticSample, SampleSource
 
@@ -140,8 +140,9 @@ def load_label_space(path: str | Path, drivable: Sequence[str]) -> LabelSpace:
         except OSError as err:
             raise ConfigError(f"train.labels_file={str(path)!r}: {err.strerror}") from err
         except yaml.YAMLError as err:
-            first = str(err).splitlines()[0]
-            raise ConfigError(f"train.labels_file={str(path)!r} is not JSON/YAML: {first}") from err
+            raise ConfigError(
+                f"train.labels_file={str(path)!r} is not JSON/YAML: {first_line(err)}"
+            ) from err
         rows = document
         if isinstance(document, Mapping):
             rows = document.get("classes", document.get("categories"))
