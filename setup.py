@@ -84,7 +84,7 @@ setup(
     entry_points={
         "console_scripts": [
             "panoptic-ros = panoptic_ros.cli.main:main",
-            "panoptic_node = panoptic_ros.node:main",
+            "panoptic_node = panoptic_ros.ros.node:main",
         ],
     },
     zip_safe=False,

@@ -19,7 +19,7 @@ import torch
 from panoptic_ros.backends.torch_backend import TorchBackend
 from panoptic_ros.evaluation.model_eval import evaluate_pipeline, held_out_synthetic
 from panoptic_ros.fusion import FusionParams, fuse_cells
-from panoptic_ros.fusion_torch import fuse_cells_torch
+from panoptic_ros.fusion.torch_fusion import fuse_cells_torch
 from panoptic_ros.pipeline import PanopticPipeline
 from panoptic_ros.results import HeadOutputs
 

@@ -7,7 +7,7 @@ Examples:
   ros2 launch panoptic_ros panoptic.launch.py model_file_path:=/models/city.onnx backend:=tensorrt
 
 The camera, transport, model and backend arguments are empty by default: the params file
-decides, and an argument overrides it only when given (panoptic_ros.launch_arguments).
+decides, and an argument overrides it only when given (panoptic_ros.ros.launch_arguments).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchContext, LaunchDescription
-from panoptic_ros.launch_arguments import (
+from panoptic_ros.ros.launch_arguments import (
     FROM_PARAMS_FILE,
     PARAMETER_ARGUMENTS,
     node_parameter_overrides,

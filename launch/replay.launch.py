@@ -16,7 +16,7 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
-from panoptic_ros.launch_arguments import FROM_PARAMS_FILE
+from panoptic_ros.ros.launch_arguments import FROM_PARAMS_FILE
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -1,7 +1,7 @@
 """panoptic_ros: real-time panoptic segmentation for ROS 2.
 
 The core (codec, geometry, backends, fusion, pipeline, replay) is free of ROS imports;
-``panoptic_ros.node`` is the thin rclpy adapter. Importing this package loads neither
+``panoptic_ros.ros.node`` is the thin rclpy adapter. Importing this package loads neither
 torch, onnxruntime nor tensorrt: backends import them when they are built.
 """
 

@@ -186,7 +186,7 @@ class PanopticPipeline:
         import torch
 
         from panoptic_ros.device_ops import DeviceUpsampler, letterbox_on_device, upload_frame
-        from panoptic_ros.fusion_torch import fuse_cells_torch
+        from panoptic_ros.fusion.torch_fusion import fuse_cells_torch
 
         start = time.perf_counter_ns()
         device = self.backend.device

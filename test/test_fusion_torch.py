@@ -10,7 +10,7 @@ from panoptic_ros.labels import CITYSCAPES
 from panoptic_ros.results import HeadOutputs
 
 torch = pytest.importorskip("torch")
-from panoptic_ros.fusion_torch import fuse_cells_torch  # noqa: E402
+from panoptic_ros.fusion.torch_fusion import fuse_cells_torch  # noqa: E402
 
 LABELS = CITYSCAPES.with_drivable(["road"])
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]

@@ -1329,7 +1329,7 @@ ROS_MODULES = (
 
 def _forget_ros_modules() -> None:
     for name in list(sys.modules):
-        if name.split(".")[0] in ROS_MODULES or name == "panoptic_ros.node":
+        if name.split(".")[0] in ROS_MODULES or name == "panoptic_ros.ros.node":
             del sys.modules[name]
 
 
@@ -1337,7 +1337,7 @@ def _forget_ros_modules() -> None:
 def ros_standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """rclpy replaced by test/ros_standin (see its README); yields the rclpy module."""
     for name in list(sys.modules):
-        if name.split(".")[0] in ROS_MODULES or name == "panoptic_ros.node":
+        if name.split(".")[0] in ROS_MODULES or name == "panoptic_ros.ros.node":
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.syspath_prepend(str(STANDIN))
     rclpy = importlib.import_module("rclpy")
@@ -1359,7 +1359,7 @@ def start_node(pipeline: Any, **parameters: Any) -> Any:
     """A PanopticNode in namespace /panoptic around ``pipeline`` (stand-in rclpy)."""
     from rclpy.parameter import Parameter
 
-    from panoptic_ros.node import PanopticNode
+    from panoptic_ros.ros.node import PanopticNode
 
     overrides = [Parameter(name, value=value) for name, value in parameters.items()]
     return PanopticNode(
@@ -1535,7 +1535,7 @@ def test_node_survives_garbage_frames_and_says_so_once(ros_standin: Any) -> None
         assert stats.errors_total + bad_outputs == raw_garbage
         assert stats.errors_total > 50
         # Compressed garbage through the node's frame loop directly (same code path).
-        from panoptic_ros.latest_frame import Delivery
+        from panoptic_ros.ros.latest_frame import Delivery
 
         for message in garbage:
             if isinstance(message, CompressedImage):

@@ -1,4 +1,4 @@
-"""Launch arguments override the params file only when given (panoptic_ros.launch_arguments)."""
+"""Launch arguments override the params file only when given (panoptic_ros.ros.launch_arguments)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from panoptic_ros.config import config_from_flat, load_config
-from panoptic_ros.launch_arguments import (
+from panoptic_ros.ros.launch_arguments import (
     FROM_PARAMS_FILE,
     PARAMETER_ARGUMENTS,
     node_parameter_overrides,

@@ -43,7 +43,7 @@ ROS_MODULES = (
 def ros(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Import the stand-in in place of rclpy (the venv's rclpy-intellisense has no C core)."""
     for name in list(sys.modules):
-        if name.split(".")[0] in ROS_MODULES or name == "panoptic_ros.node":
+        if name.split(".")[0] in ROS_MODULES or name == "panoptic_ros.ros.node":
             monkeypatch.delitem(sys.modules, name)
     monkeypatch.syspath_prepend(str(STANDIN))
     rclpy = importlib.import_module("rclpy")
@@ -51,7 +51,7 @@ def ros(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     yield rclpy
     rclpy.shutdown()
     for name in list(sys.modules):
-        if name.split(".")[0] in ROS_MODULES or name == "panoptic_ros.node":
+        if name.split(".")[0] in ROS_MODULES or name == "panoptic_ros.ros.node":
             del sys.modules[name]
 
 
@@ -222,7 +222,7 @@ class FakePipeline:
 def make_node(ros: Any, pipeline: Any = None, **parameters: Any) -> Any:
     from rclpy.parameter import Parameter
 
-    from panoptic_ros.node import PanopticNode
+    from panoptic_ros.ros.node import PanopticNode
 
     overrides = [Parameter(name, value=value) for name, value in parameters.items()]
     factory = (lambda config: pipeline) if pipeline is not None else None

@@ -12,9 +12,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from panoptic_ros.camera_stats import CameraStats, HealthLevel, HealthThresholds, LogThrottle
 from panoptic_ros.errors import ConfigError
-from panoptic_ros.ground_grid import (
+from panoptic_ros.ros.camera_stats import CameraStats, HealthLevel, HealthThresholds, LogThrottle
+from panoptic_ros.ros.ground_grid import (
     DRIVABLE,
     NOT_DRIVABLE,
     UNSEEN,
@@ -23,7 +23,7 @@ from panoptic_ros.ground_grid import (
     project_drivable_grid,
     transform_matrix,
 )
-from panoptic_ros.latest_frame import LatestFrameMailbox
+from panoptic_ros.ros.latest_frame import LatestFrameMailbox
 
 MS = 1_000_000
 

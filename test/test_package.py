@@ -31,13 +31,13 @@ BLOCKED = {blocked!r}
 class Block:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"ROS module {{name}} imported outside panoptic_ros.node")
+            raise ImportError(f"ROS module {{name}} imported outside panoptic_ros.ros.node")
         return None
 
 sys.meta_path.insert(0, Block())
 import panoptic_ros
 for info in pkgutil.walk_packages(panoptic_ros.__path__, "panoptic_ros."):
-    if info.name in ("panoptic_ros.node", "panoptic_ros.__main__"):
+    if info.name in ("panoptic_ros.ros.node", "panoptic_ros.__main__"):
         continue
     importlib.import_module(info.name)
 print("imported", len(sys.modules))
@@ -124,4 +124,4 @@ def test_setup_installs_launch_config_rviz_models_and_samples() -> None:
     text = (REPO / "setup.py").read_text(encoding="utf-8")
     for folder in ("launch", "config", "rviz", "models", "samples"):
         assert f'"{folder}"' in text
-    assert "panoptic_node = panoptic_ros.node:main" in text
+    assert "panoptic_node = panoptic_ros.ros.node:main" in text

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from panoptic_ros.data.sample import PanopticSample
 from panoptic_ros.evaluation.panoptic_quality import MapAccumulator, PQResult
 from panoptic_ros.pipeline import PanopticPipeline
-from panoptic_ros.training.data import PanopticSample
 
 __all__ = [
     "evaluate_pipeline",

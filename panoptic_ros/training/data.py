@@ -13,35 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
+from panoptic_ros.data.sample import PanopticSample
 from panoptic_ros.labels import IGNORE_INDEX
 from panoptic_ros.training.targets import make_targets
 
-__all__ = ["AugmentParams", "PanopticSample", "SampleSource", "TargetDataset", "augment", "collate"]
-
-
-class PanopticSample(Protocol):
-    """One annotated image."""
-
-    @property
-    def image(self) -> npt.NDArray[np.uint8]:
-        """[H, W, 3] uint8 RGB."""
-        ...
-
-    @property
-    def semantic(self) -> npt.NDArray[np.uint8]:
-        """[H, W] uint8 class index, 255 void."""
-        ...
-
-    @property
-    def instances(self) -> npt.NDArray[np.int32]:
-        """[H, W] int32 instance number, 0 none."""
-        ...
+__all__ = ["AugmentParams", "SampleSource", "TargetDataset", "augment", "collate"]
 
 
 SampleSource = Callable[[int], PanopticSample]

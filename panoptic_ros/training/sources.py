@@ -37,9 +37,10 @@ from panoptic_ros.data.panoptic_format import (
     read_cityscapes_panoptic,
     read_coco_panoptic,
 )
+from panoptic_ros.data.sample import PanopticSample
 from panoptic_ros.errors import ConfigError, first_line
 from panoptic_ros.labels import CITYSCAPES, LabelSpace
-from panoptic_ros.training.data import PanopticSample, SampleSource
+from panoptic_ros.training.data import SampleSource
 
 __all__ = [
     "EvaluationSamples",

@@ -8,13 +8,13 @@ Everything it does is delegated to ROS-free modules; this file only wires them t
   :func:`~panoptic_ros.config.config_from_flat` as YAML files, at start-up (a bad value is
   one fatal line) and on every run-time change (refused with the reason);
 * per camera: a subscription (sensor-data QoS by default) whose callback only drops the
-  message into a :class:`~panoptic_ros.latest_frame.LatestFrameMailbox`; one worker thread
+  message into a :class:`~panoptic_ros.ros.latest_frame.LatestFrameMailbox`; one worker thread
   takes the newest frame of each camera in turn, so latency never grows and superseded
   frames are counted as dropped;
 * outputs built by :mod:`panoptic_ros.ros_messages` with the input header unchanged, only
   for topics that have subscribers; the optional ground grid from
-  :mod:`panoptic_ros.ground_grid` with CameraInfo and TF at the image stamp;
-* /diagnostics at 1 Hz on a steady clock from :mod:`panoptic_ros.camera_stats`;
+  :mod:`panoptic_ros.ros.ground_grid` with CameraInfo and TF at the image stamp;
+* /diagnostics at 1 Hz on a steady clock from :mod:`panoptic_ros.ros.camera_stats`;
 * Python logging of the core modules forwarded to the node's logger (so to /rosout).
 """
 
@@ -50,7 +50,6 @@ from sensor_msgs import msg as sensor_msgs_msg
 from std_msgs import msg as std_msgs_msg
 from vision_msgs import msg as vision_msgs_msg
 
-from panoptic_ros.camera_stats import CameraStats, HealthThresholds, LogThrottle
 from panoptic_ros.config import (
     RUNTIME_SECTIONS,
     Config,
@@ -60,10 +59,16 @@ from panoptic_ros.config import (
 )
 from panoptic_ros.errors import CodecError, ConfigError, PanopticError, first_line
 from panoptic_ros.fusion import FusionParams
-from panoptic_ros.ground_grid import CameraModel, GridSpec, project_drivable_grid, transform_matrix
-from panoptic_ros.latest_frame import Delivery, LatestFrameMailbox
 from panoptic_ros.pipeline import PanopticPipeline
 from panoptic_ros.render import render_overlay
+from panoptic_ros.ros.camera_stats import CameraStats, HealthThresholds, LogThrottle
+from panoptic_ros.ros.ground_grid import (
+    CameraModel,
+    GridSpec,
+    project_drivable_grid,
+    transform_matrix,
+)
+from panoptic_ros.ros.latest_frame import Delivery, LatestFrameMailbox
 from panoptic_ros.ros_messages import MessageClasses, build_output_messages
 from panoptic_ros.tracking import InstanceTracker
 
