@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from panoptic_ros.timing import STAGES
+
 __all__ = ["FrameResult", "HeadOutputs", "Instance", "StageTimings"]
 
 
@@ -76,27 +78,41 @@ class Instance:
 
 @dataclass(slots=True)
 class StageTimings:
-    """Milliseconds spent per stage for one frame (monotonic clock)."""
+    """Milliseconds spent per stage for one frame (monotonic clock).
+
+    One field ``<stage>_ms`` per name of :data:`panoptic_ros.timing.STAGES`, which says
+    what each stage covers; a stage that did not run (an overlay nobody wants) stays 0.
+    """
 
     decode_ms: float = 0.0
     preprocess_ms: float = 0.0
     inference_ms: float = 0.0
     fusion_ms: float = 0.0
+    tracking_ms: float = 0.0
+    overlay_ms: float = 0.0
     messages_ms: float = 0.0
     #: The network's own device time from CUDA events (0 when not measured: off CUDA or on
     #: the host path); part of ``inference_ms``, not added to the total.
     inference_device_ms: float = 0.0
 
+    def as_dict(self) -> dict[str, float]:
+        """Stage name (:data:`panoptic_ros.timing.STAGES`, in order) -> milliseconds."""
+        timings = {
+            "decode": self.decode_ms,
+            "preprocess": self.preprocess_ms,
+            "inference": self.inference_ms,
+            "fusion": self.fusion_ms,
+            "tracking": self.tracking_ms,
+            "overlay": self.overlay_ms,
+            "messages": self.messages_ms,
+        }
+        assert tuple(timings) == STAGES
+        return timings
+
     @property
     def total_ms(self) -> float:
         """Sum of all stages."""
-        return (
-            self.decode_ms
-            + self.preprocess_ms
-            + self.inference_ms
-            + self.fusion_ms
-            + self.messages_ms
-        )
+        return sum(self.as_dict().values())
 
 
 @dataclass(frozen=True, slots=True)
