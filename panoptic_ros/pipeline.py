@@ -14,27 +14,25 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from panoptic_ros.backends.base import Backend, create_backend
+from panoptic_ros.backends.base import Backend, DeviceBackend, FusedBackend, create_backend
 from panoptic_ros.codec import decode_image
 from panoptic_ros.config import Config
+from panoptic_ros.errors import BackendError
 from panoptic_ros.fusion import FusionParams, cells_to_frame, fuse_panoptic
 from panoptic_ros.geometry import Letterbox
 from panoptic_ros.labels import LabelSpace
 from panoptic_ros.render import render_overlay
 from panoptic_ros.results import FrameResult, StageTimings
+from panoptic_ros.timing import ms_since
 
 __all__ = ["PanopticPipeline"]
 
 logger = logging.getLogger(__name__)
 
-#: Camera size from which the stride-4 maps are expanded on the device rather than the host.
-#: H100 host, benchmarks/upsample_ab.py: 540x960 host 0.86 / device 1.93 ms (the copies
-#: dominate), 1024x2048 host 4.85 / device 3.44 ms.
+#: Camera size from which the stride-4 maps are expanded on the device rather than the host
+#: (below it the copies cost more than the host expansion; measured in docs/BENCHMARKS.md,
+#: "NVIDIA H100", ``benchmarks/upsample_ab.py``).
 DEVICE_UPSAMPLE_MIN_PIXELS = 1_000_000
-
-
-def _ms_since(start_ns: int) -> float:
-    return (time.perf_counter_ns() - start_ns) / 1e6
 
 
 class _DeviceClock:
@@ -94,11 +92,19 @@ class PanopticPipeline:
         # Fuse on the device when the backend hands its heads over as device tensors (torch
         # on CUDA; TensorRT with torch-owned buffers): only the stride-4 maps then cross to
         # the host. A fused-contract model has no heads to hand over.
-        self.device_fusion = (
-            gpu_fusion
-            and bool(getattr(backend, "device_outputs", False))
-            and not getattr(backend, "fused", False)
-        )
+        self._fused_backend: FusedBackend | None = None
+        self._device_backend: DeviceBackend | None = None
+        if backend.fused:
+            if not isinstance(backend, FusedBackend):
+                raise BackendError(f"backend {backend.name} says fused but has no infer_fused")
+            self._fused_backend = backend
+        elif gpu_fusion and backend.device_outputs:
+            if not isinstance(backend, DeviceBackend):
+                raise BackendError(
+                    f"backend {backend.name} says device_outputs but has no infer_tensors"
+                )
+            self._device_backend = backend
+        self.device_fusion = self._device_backend is not None
         self.network_hw = backend.input_hw
         self.stride = backend.metadata.output_stride
         self._letterboxes: dict[tuple[int, int], Letterbox] = {}
@@ -133,7 +139,7 @@ class PanopticPipeline:
     def describe(self) -> str:
         """One line for logs: backend, device, precision, model, network size."""
         meta = self.backend.metadata
-        path = getattr(self.backend, "model_path", "?")
+        path = self.backend.model_path
         return (
             f"backend={self.backend.name} device={self.backend.device} precision={meta.precision} "
             f"model={path} network={self.network_hw[0]}x{self.network_hw[1]} "
@@ -159,16 +165,16 @@ class PanopticPipeline:
         timings = StageTimings(decode_ms=decode_ms)
         start = time.perf_counter_ns()
         letterbox = self.letterbox_for((int(image.shape[0]), int(image.shape[1])))
-        if self.device_fusion:
-            return self._process_on_device(image, letterbox, timings)
+        if self._device_backend is not None:
+            return self._process_on_device(self._device_backend, image, letterbox, timings)
         letterbox.apply(image, out=self._input[0])
-        timings.preprocess_ms = _ms_since(start)
-        if getattr(self.backend, "fused", False):
-            return self._process_fused(letterbox, timings)
+        timings.preprocess_ms = ms_since(start)
+        if self._fused_backend is not None:
+            return self._process_fused(self._fused_backend, letterbox, timings)
 
         start = time.perf_counter_ns()
         heads = self.backend.infer(self._input)
-        timings.inference_ms = _ms_since(start)
+        timings.inference_ms = ms_since(start)
 
         start = time.perf_counter_ns()
         result = fuse_panoptic(heads, letterbox, self.labels, self.fusion, stride=self.stride)
@@ -176,11 +182,15 @@ class PanopticPipeline:
             int(np.count_nonzero(~np.isfinite(head[:1])))
             for head in (heads.semantic_logits, heads.center_heatmap, heads.offsets)
         )
-        timings.fusion_ms = _ms_since(start)
+        timings.fusion_ms = ms_since(start)
         return replace(result, timings=timings, non_finite_outputs=non_finite)
 
     def _process_on_device(
-        self, image: npt.NDArray[np.uint8], letterbox: Letterbox, timings: StageTimings
+        self,
+        backend: DeviceBackend,
+        image: npt.NDArray[np.uint8],
+        letterbox: Letterbox,
+        timings: StageTimings,
     ) -> FrameResult:
         """The frame goes to the device once: letterbox, network and fusion run there."""
         import torch
@@ -199,14 +209,14 @@ class PanopticPipeline:
         self._device_frame = (image, frame)  # reused by render() for the overlay
         clock = _DeviceClock(frame.device)
         clock.synchronize()
-        timings.preprocess_ms = _ms_since(start)
+        timings.preprocess_ms = ms_since(start)
 
         start = time.perf_counter_ns()
         clock.start()
-        logits, heatmap, offsets = self.backend.infer_tensors(self._device_input)  # type: ignore[attr-defined]
+        logits, heatmap, offsets = backend.infer_tensors(self._device_input)
         # Waiting here keeps the network's device time in inference, not fusion.
         timings.inference_device_ms = clock.stop()
-        timings.inference_ms = _ms_since(start)
+        timings.inference_ms = ms_since(start)
         start = time.perf_counter_ns()
         cells = fuse_cells_torch(
             logits[:1],
@@ -229,16 +239,18 @@ class PanopticPipeline:
             .sum()
             .item()
         )
-        timings.fusion_ms = _ms_since(start)
+        timings.fusion_ms = ms_since(start)
         return replace(result, timings=timings, non_finite_outputs=non_finite)
 
-    def _process_fused(self, letterbox: Letterbox, timings: StageTimings) -> FrameResult:
+    def _process_fused(
+        self, backend: FusedBackend, letterbox: Letterbox, timings: StageTimings
+    ) -> FrameResult:
         """A model with the fusion folded in: only the mapping to camera pixels is left."""
         from panoptic_ros.export.fused import cells_from_fused
 
         start = time.perf_counter_ns()
-        semantic, instance, table, count = self.backend.infer_fused(self._input)  # type: ignore[attr-defined]
-        timings.inference_ms = _ms_since(start)
+        semantic, instance, table, count = backend.infer_fused(self._input)
+        timings.inference_ms = ms_since(start)
         start = time.perf_counter_ns()
         cells = cells_from_fused(
             semantic[0],
@@ -248,7 +260,7 @@ class PanopticPipeline:
             valid_hw=letterbox.valid_cells_hw(self.stride),
         )
         result = cells_to_frame(cells, letterbox, self.labels, stride=self.stride)
-        timings.fusion_ms = _ms_since(start)
+        timings.fusion_ms = ms_since(start)
         return replace(result, timings=timings)
 
     def render(
@@ -281,7 +293,7 @@ class PanopticPipeline:
         """
         start = time.perf_counter_ns()
         image = decode_image(msg)
-        return image, _ms_since(start)
+        return image, ms_since(start)
 
     def process_message(self, msg: Any) -> tuple[npt.NDArray[np.uint8], FrameResult]:
         """Decode and segment one message; returns (RGB image, result).

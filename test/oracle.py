@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from panoptic_ros.backends.base import BackendBase
 from panoptic_ros.contract import ModelMetadata
 from panoptic_ros.labels import LabelSpace
 from panoptic_ros.results import HeadOutputs
@@ -25,7 +26,7 @@ def oracle_labels(rgb: npt.NDArray[np.uint8], labels: LabelSpace) -> npt.NDArray
     return label
 
 
-class OracleBackend:
+class OracleBackend(BackendBase):
     """A fake network that reads the answer from the letterboxed input it is given.
 
     Each stride-4 cell is labelled from the network pixel at its top-left corner: red

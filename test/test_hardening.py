@@ -45,6 +45,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from oracle import OracleBackend
 
+from panoptic_ros.backends.base import BackendBase
 from panoptic_ros.codec import (
     MAX_IMAGE_SIDE,
     SUPPORTED_ENCODINGS,
@@ -647,7 +648,7 @@ def test_outputs_stay_aligned_with_the_input_pixels(size_hw: tuple[int, int]) ->
 # 5. Model trouble: NaN/Inf heads, broken or foreign model and engine files.
 
 
-class ConstantBackend:
+class ConstantBackend(BackendBase):
     """A fake network whose heads are all one value (NaN, +inf, -inf) or random ones."""
 
     name = "constant"

@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
-from panoptic_ros.backends.base import BACKEND_ORDER, BACKENDS, Backend, create_backend
+from panoptic_ros.backends.base import (
+    BACKEND_ORDER,
+    BACKENDS,
+    Backend,
+    BackendBase,
+    DeviceBackend,
+    FusedBackend,
+    create_backend,
+)
 
-__all__ = ["BACKENDS", "BACKEND_ORDER", "Backend", "create_backend"]
+__all__ = [
+    "BACKENDS",
+    "BACKEND_ORDER",
+    "Backend",
+    "BackendBase",
+    "DeviceBackend",
+    "FusedBackend",
+    "create_backend",
+]

@@ -7,12 +7,13 @@ model contract (:class:`~panoptic_ros.results.HeadOutputs`). Backends import the
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +28,10 @@ __all__ = [
     "BACKENDS",
     "BACKEND_ORDER",
     "Backend",
+    "BackendBase",
     "BackendRequest",
+    "DeviceBackend",
+    "FusedBackend",
     "create_backend",
     "cuda_available",
     "resolve_model_path",
@@ -45,17 +49,24 @@ class Backend(Protocol):
         device: Where it runs (``cpu``, ``cuda:0``), with the provider where useful.
         metadata: The model's metadata (labels, normalisation, contract).
         input_hw: Network input (H, W) this backend was set up for.
-
-    Optional capabilities, read with ``getattr`` by the pipeline: ``device_outputs``
-    (True when ``infer_tensors(images)`` takes a host array or a device tensor and returns
-    the heads as float32 torch tensors on the device that stay valid after later calls)
-    and ``fused`` (True for a ``fused``-contract model, run through ``infer_fused``).
+        device_outputs: True when the backend is a :class:`DeviceBackend` whose
+            ``infer_tensors`` hands the heads over on the device (torch on CUDA, TensorRT
+            with torch-owned memory); the pipeline then fuses there.
+        fused: True for a ``fused``-contract model: the backend is a
+            :class:`FusedBackend` and only ``infer_fused`` runs it.
     """
 
     name: str
     device: str
     metadata: ModelMetadata
     input_hw: tuple[int, int]
+    device_outputs: bool
+    fused: bool
+
+    @property
+    def model_path(self) -> Path | None:
+        """The file the model was loaded from (None for a network built in memory)."""
+        ...
 
     def infer(self, images: npt.NDArray[np.uint8]) -> HeadOutputs:
         """Run the network on [N, H, W, 3] uint8 RGB inputs of size ``input_hw``."""
@@ -65,7 +76,7 @@ class Backend(Protocol):
         """Release runtime resources (sessions, GPU memory); idempotent."""
         ...
 
-    def __enter__(self) -> Backend:
+    def __enter__(self) -> Self:
         """Return self."""
         ...
 
@@ -77,6 +88,58 @@ class Backend(Protocol):
     ) -> None:
         """Close the backend."""
         ...
+
+
+@runtime_checkable
+class DeviceBackend(Backend, Protocol):
+    """A backend that can keep the network's heads on the device (see ``device_outputs``)."""
+
+    def infer_tensors(self, images: Any) -> tuple[Any, ...]:
+        """Run [N, H, W, 3] uint8 RGB inputs (host array or device tensor) on the device.
+
+        Returns:
+            (semantic_logits [N, C, h, w], center_heatmap [N, 1, h, w], offsets
+            [N, 2, h, w]) float32 torch tensors on the device, valid after later calls.
+        """
+        ...
+
+
+@runtime_checkable
+class FusedBackend(Backend, Protocol):
+    """A backend that can run a ``fused``-contract model (see ``fused``)."""
+
+    def infer_fused(self, images: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[Any], ...]:
+        """Run [N, H, W, 3] uint8 RGB inputs: (semantic, instance, instance_table, count)."""
+        ...
+
+
+class BackendBase(abc.ABC):
+    """What the backends share: the capability defaults and use as a context manager.
+
+    A backend sets ``device_outputs`` or ``fused`` (instance or class attribute) only when
+    it offers them; :class:`~panoptic_ros.pipeline.PanopticPipeline` checks that such a
+    backend really is a :class:`DeviceBackend` or :class:`FusedBackend`.
+    """
+
+    device_outputs: bool = False
+    fused: bool = False
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release runtime resources; idempotent."""
+
+    def __enter__(self) -> Self:
+        """Return self."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the backend."""
+        self.close()
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from panoptic_ros.backends.base import BackendRequest, resolve_network_hw
+from panoptic_ros.backends.base import BackendBase, BackendRequest, resolve_network_hw
 from panoptic_ros.contract import (
     FUSED_OUTPUTS,
     HEAD_OUTPUTS,
@@ -69,7 +68,7 @@ def _check_class_count(session: Any, metadata: ModelMetadata, model_path: Path) 
         )
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(BackendBase):
     """Runs a ``heads``-contract ONNX model with ONNX Runtime.
 
     Args:
@@ -191,16 +190,3 @@ class OnnxRuntimeBackend:
     def close(self) -> None:
         """Drop the session."""
         self._session = None
-
-    def __enter__(self) -> OnnxRuntimeBackend:
-        """Return self."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the backend."""
-        self.close()

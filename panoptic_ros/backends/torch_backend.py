@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from panoptic_ros.backends.base import BackendRequest, resolve_network_hw
+from panoptic_ros.backends.base import BackendBase, BackendRequest, resolve_network_hw
 from panoptic_ros.contract import ModelMetadata
 from panoptic_ros.errors import BackendError, ModelFileError, first_line
 from panoptic_ros.results import HeadOutputs
@@ -45,7 +44,7 @@ def find_checkpoint(model_path: Path) -> Path:
     )
 
 
-class TorchBackend:
+class TorchBackend(BackendBase):
     """Runs a :class:`~panoptic_ros.modeling.network.PanopticNet` (in memory or a checkpoint).
 
     Args:
@@ -207,16 +206,3 @@ class TorchBackend:
         self._static_out = None
         if self._device.type == "cuda":
             self._torch.cuda.empty_cache()
-
-    def __enter__(self) -> TorchBackend:
-        """Return self."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the backend."""
-        self.close()

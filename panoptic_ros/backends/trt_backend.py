@@ -18,13 +18,12 @@ from __future__ import annotations
 import hashlib
 import logging
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from panoptic_ros.backends.base import BackendRequest, resolve_network_hw
+from panoptic_ros.backends.base import BackendBase, BackendRequest, resolve_network_hw
 from panoptic_ros.contract import (
     FUSED_OUTPUTS,
     HEAD_OUTPUTS,
@@ -238,7 +237,7 @@ def _check_images(images: Any) -> tuple[int, ...]:
     return shape
 
 
-class TensorRTBackend:
+class TensorRTBackend(BackendBase):
     """Runs a serialized TensorRT engine under the ``heads`` or ``fused`` output contract.
 
     Args:
@@ -466,16 +465,3 @@ class TensorRTBackend:
         self._context = None
         if isinstance(self._memory, _PycudaMemory):
             self._memory.close()
-
-    def __enter__(self) -> TensorRTBackend:
-        """Return self."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the backend."""
-        self.close()
