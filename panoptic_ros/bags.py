@@ -41,7 +41,8 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from panoptic_ros.codec import encode_compressed, encode_raw
-from panoptic_ros.errors import BagError
+from panoptic_ros.errors import BagError, ConfigError
+from panoptic_ros.output_paths import check_output
 
 __all__ = [
     "IMAGE_MSGTYPES",
@@ -391,13 +392,13 @@ def publish_folder(staged: Path, final: Path, *, overwrite: bool) -> None:
         overwrite: Replace an existing ``final``; otherwise its existence is an error.
 
     Raises:
-        BagError: ``final`` exists and ``overwrite`` is False, or the rename fails.
+        ConfigError: ``final`` exists and ``overwrite`` is False.
+        BagError: The rename fails.
     """
     old: Path | None = None
+    check_output(final, overwrite)
     try:
         if final.exists() or final.is_symlink():
-            if not overwrite:
-                raise BagError(f"output {str(final)!r} exists; pass --overwrite to replace it")
             # Move the old output aside first so a failed rename never loses both.
             old = final.with_name(f"{final.name}.old-{secrets.token_hex(4)}")
             final.rename(old)
@@ -428,8 +429,8 @@ class BagWriter:
         overwrite: Replace an existing bag at ``path`` once the new one is complete.
 
     Raises:
-        BagError: ``path`` exists (without ``overwrite``), an unknown storage, or any
-            write failure (the partial bag is removed).
+        ConfigError: ``path`` exists (without ``overwrite``).
+        BagError: An unknown storage, or any write failure (the partial bag is removed).
     """
 
     def __init__(
@@ -453,8 +454,7 @@ class BagWriter:
 
     def __enter__(self) -> BagWriter:
         """Create the partial bag next to ``path``."""
-        if (self.path.exists() or self.path.is_symlink()) and not self.overwrite:
-            raise BagError(f"output {str(self.path)!r} exists; pass --overwrite to replace it")
+        check_output(self.path, self.overwrite)
         staging = staging_path(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -541,6 +541,7 @@ class BagWriter:
         """Finish the bag (index, metadata.yaml) and rename it into place.
 
         Raises:
+            ConfigError: The output appeared meanwhile and ``overwrite`` is False.
             BagError: Finishing or the rename failed (the partial bag is removed).
         """
         writer, staging = self._writer, self._staging
@@ -550,7 +551,7 @@ class BagWriter:
         try:
             writer.close()
             publish_folder(staging / self.path.name, self.path, overwrite=self.overwrite)
-        except BagError:
+        except (BagError, ConfigError):
             _remove(staging)
             self._staging = None
             raise

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from official_tools import import_official_tool
+from oracle import pq_single_image
 from PIL import Image
 
 from panoptic_ros.cli.main import main
@@ -51,7 +52,6 @@ from panoptic_ros.evaluation.panoptic_quality import (
     PQStat,
     evaluate_folders,
     evaluate_maps,
-    pq_single_image,
     score_panoptic_image,
 )
 from panoptic_ros.labels import CITYSCAPES, IGNORE_INDEX, LabelSpace

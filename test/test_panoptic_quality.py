@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from official_tools import import_official_tool
+from oracle import pq_single_image
 
 from panoptic_ros.errors import EvaluationError
 from panoptic_ros.evaluation.panoptic_quality import (
@@ -16,7 +17,6 @@ from panoptic_ros.evaluation.panoptic_quality import (
     categories_from_labels,
     evaluate_maps,
     miou_from_confusion,
-    pq_single_image,
     segments_from_maps,
     semantic_confusion,
 )

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from panoptic_ros.config import Config, load_config
-from panoptic_ros.errors import ConfigError
+from panoptic_ros.output_paths import check_output
 
 __all__ = [
     "add_config_arguments",
@@ -90,23 +90,6 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if getattr(args, "model", None):
         overrides.append(f"model.model_file_path={args.model}")
     return load_config(args.config, overrides)
-
-
-def check_output(output: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
-    """Refuse an existing output without ``--overwrite``, and any output touching an input.
-
-    Raises:
-        ConfigError: The output exists, or equals, contains or lies inside an input.
-    """
-    resolved = output.resolve()
-    for item in inputs:
-        source = item.resolve()
-        if resolved == source or source.is_relative_to(resolved) or resolved.is_relative_to(source):
-            raise ConfigError(
-                f"output {str(output)!r} overlaps the input {str(item)!r}; choose another"
-            )
-    if output.exists() and not overwrite:
-        raise ConfigError(f"output {str(output)!r} exists; pass --overwrite to replace it")
 
 
 def parse_size(text: str) -> tuple[int, int]:

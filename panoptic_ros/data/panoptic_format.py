@@ -69,6 +69,7 @@ __all__ = [
     "dataset_mapping",
     "fastest_png_decoder",
     "id2rgb",
+    "load_panoptic_json",
     "maps_from_panoptic",
     "panoptic_from_maps",
     "parse_category_map",
@@ -677,7 +678,12 @@ class PanopticDataset:
         return iter(self.records)
 
 
-def _load_json(path: Path) -> dict[str, Any]:
+def load_panoptic_json(path: Path) -> dict[str, Any]:
+    """Read a panoptic JSON (Cityscapes or COCO) that has an ``annotations`` list.
+
+    Raises:
+        EvaluationError: The file is unreadable, not JSON or has no ``annotations`` list.
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as err:
@@ -725,7 +731,7 @@ def read_cityscapes_panoptic(root: str | Path, split: str = "val") -> PanopticDa
     root = Path(root)
     json_path = root / "gtFine" / f"cityscapes_panoptic_{split}.json"
     png_dir = root / "gtFine" / f"cityscapes_panoptic_{split}"
-    data = _load_json(json_path)
+    data = load_panoptic_json(json_path)
     records = []
     try:
         for annotation in data["annotations"]:
@@ -767,7 +773,7 @@ def read_coco_panoptic(
             file is missing.
     """
     json_path, png_dir, image_dir = Path(json_path), Path(png_dir), Path(image_dir)
-    data = _load_json(json_path)
+    data = load_panoptic_json(json_path)
     try:
         image_files = {row["id"]: str(row["file_name"]) for row in data.get("images", [])}
         records = []

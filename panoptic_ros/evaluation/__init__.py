@@ -18,7 +18,6 @@ from panoptic_ros.evaluation.panoptic_quality import (
     categories_from_labels,
     evaluate_maps,
     miou_from_confusion,
-    pq_single_image,
     segments_from_maps,
     semantic_confusion,
 )
@@ -35,7 +34,6 @@ __all__ = [
     "categories_from_labels",
     "evaluate_maps",
     "miou_from_confusion",
-    "pq_single_image",
     "segments_from_maps",
     "semantic_confusion",
 ]

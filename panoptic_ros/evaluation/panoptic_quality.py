@@ -22,9 +22,10 @@ The rules are panopticapi's ``evaluation.py``, which cityscapesscripts'
   :class:`~panoptic_ros.errors.EvaluationError`. Where it divides by zero (no category with
   tp + fp + fn > 0 in a group), the mean is 0 with ``n`` 0.
 
-:func:`pq_single_image` is the plain reference (one ``np.unique`` over a combined uint64
-key, as the official tool); :func:`score_panoptic_image` gives the same numbers from the runs
-of constant ids and is what folders and models are scored with. No Python loop touches
+:func:`score_panoptic_image` gives the official tool's numbers from the runs of constant
+(gt, pred) ids and is what folders and models are scored with; the plain reference (one
+``np.unique`` over a combined uint64 key, as the official tool) lives in the tests'
+oracle (``test/oracle.py``), which checks it against panopticapi. No Python loop touches
 pixels.
 """
 
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import multiprocessing
 import os
 import sys
@@ -64,7 +64,6 @@ __all__ = [
     "evaluate_folders",
     "evaluate_maps",
     "miou_from_confusion",
-    "pq_single_image",
     "score_panoptic_image",
     "segments_from_maps",
     "semantic_confusion",
@@ -240,133 +239,6 @@ class PQStat:
             per_class={str(categories[c]["name"]): q for c, q in per_class.items()},
             miou=miou,
         )
-
-
-def _histogram(values: npt.NDArray[np.uint64], weights: npt.NDArray[np.int64]) -> dict[int, int]:
-    """Sum ``weights`` per distinct value: {value: total}."""
-    labels, inverse = np.unique(values, return_inverse=True)
-    totals = np.bincount(inverse.reshape(-1), weights=weights, minlength=len(labels))
-    return dict(zip(labels.tolist(), totals.astype(np.int64).tolist(), strict=True))
-
-
-def pq_single_image(
-    gt_ids: npt.NDArray[np.integer[Any]],
-    gt_segments: Sequence[Mapping[str, Any]],
-    pred_ids: npt.NDArray[np.integer[Any]],
-    pred_segments: Sequence[Mapping[str, Any]],
-    categories: Mapping[int, Mapping[str, Any]],
-) -> PQStat:
-    """Match one image's segments; count tp/fp/fn and the matched IoU per category.
-
-    Args:
-        gt_ids: [H, W] integer (uint32 in panoptic PNGs) segment id per pixel, 0 void.
-        gt_segments: ``{"id", "category_id", "iscrowd"[, "area"]}`` per ground truth
-            segment (panoptic ``segments_info``).
-        pred_ids: [H, W] integer predicted segment id per pixel, 0 unlabelled.
-        pred_segments: ``{"id", "category_id"}`` per predicted segment.
-        categories: Category id -> ``{"name", "isthing"}``.
-
-    Returns:
-        This image's statistics (add them up with ``+=``).
-
-    Raises:
-        EvaluationError: The shapes differ, an id is negative or not below :data:`OFFSET`,
-            a predicted id in the map has no segment, a predicted segment has no pixels, or
-            a predicted segment's category is not in ``categories``.
-    """
-    if gt_ids.shape != pred_ids.shape:
-        raise EvaluationError(
-            f"ground truth shape {gt_ids.shape!r} and prediction shape {pred_ids.shape!r} "
-            "differ; evaluate at the ground truth's resolution"
-        )
-    for name, ids in (("ground truth", gt_ids), ("prediction", pred_ids)):
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= OFFSET):
-            raise EvaluationError(
-                f"{name} segment ids span {int(ids.min())}..{int(ids.max())}, outside "
-                f"0..{OFFSET - 1}; panoptic ids are 24-bit"
-            )
-    gt = {int(s["id"]): s for s in gt_segments}
-    pred = {int(s["id"]): s for s in pred_segments}
-
-    # One sort of the combined key gives every (gt, pred) intersection; areas are its sums.
-    keys = gt_ids.astype(np.uint64).reshape(-1) * np.uint64(OFFSET) + pred_ids.astype(
-        np.uint64
-    ).reshape(-1)
-    pair_keys, pair_counts = np.unique(keys, return_counts=True)
-    pair_counts = pair_counts.astype(np.int64)
-    pair_gt = pair_keys // np.uint64(OFFSET)
-    pair_pred = pair_keys % np.uint64(OFFSET)
-    pred_area = _histogram(pair_pred, pair_counts)
-    gt_pixels = _histogram(pair_gt, pair_counts)
-
-    for label in pred_area:
-        if label not in pred and label != VOID:
-            raise EvaluationError(
-                f"segment id {label} is in the prediction map but not in its segments; "
-                "list every predicted id in segments_info"
-            )
-    missing = sorted(label for label in pred if label not in pred_area)
-    if missing:
-        raise EvaluationError(
-            f"predicted segments {missing[:5]!r} have no pixels in the map; drop them"
-        )
-    for label, segment in pred.items():
-        if segment["category_id"] not in categories:
-            raise EvaluationError(
-                f"predicted segment {label} has unknown category {segment['category_id']!r}; "
-                f"known: {sorted(categories)!r}"
-            )
-    gt_area = {label: int(s.get("area", gt_pixels.get(label, 0))) for label, s in gt.items()}
-    intersections = {
-        (g, p): c
-        for g, p, c in zip(pair_gt.tolist(), pair_pred.tolist(), pair_counts.tolist(), strict=True)
-    }
-
-    stat = PQStat()
-    gt_matched: set[int] = set()
-    pred_matched: set[int] = set()
-    # In key order, as panopticapi, so the IoU sums add up in the same order.
-    for (gt_label, pred_label), intersection in intersections.items():
-        if gt_label not in gt or pred_label not in pred:
-            continue
-        gt_segment = gt[gt_label]
-        if gt_segment.get("iscrowd", 0) == 1:
-            continue
-        if gt_segment["category_id"] != pred[pred_label]["category_id"]:
-            continue
-        union = (
-            pred_area[pred_label]
-            + gt_area[gt_label]
-            - intersection
-            - intersections.get((VOID, pred_label), 0)
-        )
-        iou = intersection / union
-        if iou > 0.5:
-            category = gt_segment["category_id"]
-            stat[category].tp += 1
-            stat[category].iou += iou
-            gt_matched.add(gt_label)
-            pred_matched.add(pred_label)
-
-    crowd_by_category: dict[int, int] = {}
-    for gt_label, segment in gt.items():
-        if gt_label in gt_matched:
-            continue
-        if segment.get("iscrowd", 0) == 1:
-            crowd_by_category[segment["category_id"]] = gt_label
-            continue
-        stat[segment["category_id"]].fn += 1
-    for pred_label, segment in pred.items():
-        if pred_label in pred_matched:
-            continue
-        ignored = intersections.get((VOID, pred_label), 0)
-        crowd = crowd_by_category.get(segment["category_id"])
-        if crowd is not None:
-            ignored += intersections.get((crowd, pred_label), 0)
-        if ignored / pred_area[pred_label] > 0.5:
-            continue  # mostly void or same-category crowd: not a false positive
-        stat[segment["category_id"]].fp += 1
-    return stat
 
 
 def categories_from_labels(labels: LabelSpace) -> dict[int, dict[str, Any]]:
@@ -635,14 +507,14 @@ def score_panoptic_image(
     *,
     check_ids: bool = True,
 ) -> tuple[PQStat, npt.NDArray[np.int64]]:
-    """:func:`pq_single_image` without sorting pixels, plus the semantic confusion.
+    """Match one image's segments (tp/fp/fn, matched IoU per category), plus the confusion.
 
-    The same rules and results (to the last bit: the matched IoUs are summed in the
-    official order), but the pair histogram comes from the runs of constant (gt, pred)
-    ids in raster order (:func:`_runs`): only the run values are mapped to compact segment
-    codes and counted with one small weighted ``bincount``, instead of ``np.unique`` over
-    2 million 64-bit keys. At 1024x2048 this is about 3 ms per image, against 13 ms for a
-    per-pixel table gather and 70 ms for the official sorts (2-core EPYC VM).
+    The official tool's rules and results (to the last bit: the matched IoUs are summed
+    in the official order), but the pair histogram comes from the runs of constant
+    (gt, pred) ids in raster order (:func:`_runs`): only the run values are mapped to
+    compact segment codes and counted with one small weighted ``bincount``, instead of
+    ``np.unique`` over every pixel's 64-bit key (timings: docs/BENCHMARKS.md, "Evaluation
+    speed").
 
     Args:
         gt_ids: [H, W] integer ground truth segment ids, 0 void.
@@ -659,7 +531,9 @@ def score_panoptic_image(
         left out; columns the predicted category, column C void or unlisted).
 
     Raises:
-        EvaluationError: As :func:`pq_single_image`.
+        EvaluationError: The shapes differ, an id is negative or not below :data:`OFFSET`,
+            a predicted id in the map has no segment, a predicted segment has no pixels, or
+            a predicted segment's category is not in ``categories``.
     """
     if gt_ids.shape != pred_ids.shape:
         raise EvaluationError(
@@ -824,20 +698,6 @@ def _score_task(
         raise EvaluationError(f"image {image_id!r}: {err}") from err
 
 
-def _load_panoptic_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise EvaluationError(f"cannot read panoptic JSON {str(path)!r}: {err}") from err
-    except json.JSONDecodeError as err:
-        raise EvaluationError(f"panoptic JSON {str(path)!r} is not valid JSON: {err}") from err
-    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-        raise EvaluationError(
-            f"panoptic JSON {str(path)!r} has no 'annotations' list; is it a panoptic file?"
-        )
-    return data
-
-
 def default_workers() -> int:
     """The CPUs this process may run on (the default number of evaluation workers)."""
     if hasattr(os, "sched_getaffinity"):
@@ -860,9 +720,9 @@ def evaluate_folders(
 
     Equal to panopticapi's ``pq_compute`` and cityscapesscripts'
     ``evalPanopticSemanticLabeling`` on the same files (tested to 1e-9). Per image the
-    cost is within about 10% of decoding the two PNGs (:func:`score_panoptic_image` on the
-    runs of constant ids), 3x less than the official loop at 1024x2048
-    (docs/BENCHMARKS.md); images are spread over ``workers`` processes.
+    cost is little more than decoding the two PNGs (:func:`score_panoptic_image` on the
+    runs of constant ids; timings in docs/BENCHMARKS.md, "Evaluation speed"); images are
+    spread over ``workers`` processes.
 
     Args:
         gt_json: Ground truth panoptic JSON (``annotations``, ``categories``).
@@ -885,15 +745,17 @@ def evaluate_folders(
 
     Raises:
         EvaluationError: A file or folder is missing or malformed, an image has no
-            prediction, or a prediction breaks the format (see :func:`pq_single_image`).
+            prediction, or a prediction breaks the format (see :func:`score_panoptic_image`).
     """
     gt_json, pred_json = Path(gt_json), Path(pred_json)
     gt_dir, pred_dir = Path(gt_dir), Path(pred_dir)
     for folder, what in ((gt_dir, "ground truth"), (pred_dir, "prediction")):
         if not folder.is_dir():
             raise EvaluationError(f"{what} folder {str(folder)!r} does not exist")
-    gt_data = _load_panoptic_json(gt_json)
-    pred_data = _load_panoptic_json(pred_json)
+    from panoptic_ros.data.panoptic_format import load_panoptic_json
+
+    gt_data = load_panoptic_json(gt_json)
+    pred_data = load_panoptic_json(pred_json)
     if categories is None:
         try:
             categories = {row["id"]: row for row in gt_data["categories"]}

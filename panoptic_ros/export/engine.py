@@ -160,6 +160,47 @@ class EngineRecord:
     #: SHA-256 of the plan file as written; '' in records of older builds (never trusted).
     plan_sha256: str = ""
 
+    @classmethod
+    def of(
+        cls,
+        *,
+        onnx_sha256: str,
+        device: DeviceInfo,
+        plan: BuildPlan,
+        precision: str,
+        shapes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]],
+        build_seconds: float = 0.0,
+        plan_sha256: str = "",
+    ) -> EngineRecord:
+        """The record of an engine built from a model by ``plan`` on ``device``.
+
+        Args:
+            onnx_sha256: SHA-256 of the ONNX model.
+            device: The device the engine is for.
+            plan: How it is built (DLA core, typing, builder flags).
+            precision: The model's precision.
+            shapes: (min, opt, max) input shapes of the optimisation profile.
+            build_seconds: How long the build took (0 for a wanted record).
+            plan_sha256: SHA-256 of the written plan ('' before it exists).
+        """
+        return cls(
+            onnx_sha256=onnx_sha256,
+            tensorrt_version=device.tensorrt_version,
+            gpu_name=device.gpu_name,
+            compute_capability=device.compute_capability,
+            sm_count=device.sm_count,
+            l4t_version=device.l4t_version,
+            dla_core=plan.dla_core,
+            precision=precision,
+            strongly_typed=plan.strongly_typed,
+            builder_flags=plan.builder_flags,
+            min_shape=shapes[0],
+            opt_shape=shapes[1],
+            max_shape=shapes[2],
+            build_seconds=build_seconds,
+            plan_sha256=plan_sha256,
+        )
+
     def to_json(self) -> str:
         """Pretty JSON."""
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
@@ -331,7 +372,7 @@ def _gpu_properties(index: int) -> tuple[str, str, int]:
 
 def _shapes(
     metadata: ModelMetadata, input_hw: tuple[int, int], max_batch: int
-) -> tuple[tuple[int, ...], ...]:
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     height, width = input_hw
     shape = (1, height, width, 3)
     return shape, shape, (max_batch, height, width, 3)
@@ -434,20 +475,12 @@ def build_engine(
     _atomic_write(engine_path, plan_bytes)
     if timing_cache is not None:
         _atomic_write(timing_cache, bytes(cache.serialize()))
-    record = EngineRecord(
+    record = EngineRecord.of(
         onnx_sha256=file_sha256(onnx_path),
-        tensorrt_version=device.tensorrt_version,
-        gpu_name=device.gpu_name,
-        compute_capability=device.compute_capability,
-        sm_count=device.sm_count,
-        l4t_version=device.l4t_version,
-        dla_core=plan.dla_core,
+        device=device,
+        plan=plan,
         precision=metadata.precision,
-        strongly_typed=plan.strongly_typed,
-        builder_flags=plan.builder_flags,
-        min_shape=min_shape,
-        opt_shape=opt_shape,
-        max_shape=max_shape,
+        shapes=(min_shape, opt_shape, max_shape),
         build_seconds=round(seconds, 1),
         plan_sha256=hashlib.sha256(plan_bytes).hexdigest(),
     )
@@ -495,21 +528,12 @@ def ensure_engine(
     """
     device = device or current_device()
     plan = build_plan(device, metadata.precision, fp16_flag=fp16_flag, dla_core=dla_core)
-    shapes = _shapes(metadata, input_hw, 1)
-    wanted = EngineRecord(
+    wanted = EngineRecord.of(
         onnx_sha256=file_sha256(onnx_path),
-        tensorrt_version=device.tensorrt_version,
-        gpu_name=device.gpu_name,
-        compute_capability=device.compute_capability,
-        sm_count=device.sm_count,
-        l4t_version=device.l4t_version,
-        dla_core=plan.dla_core,
+        device=device,
+        plan=plan,
         precision=metadata.precision,
-        strongly_typed=plan.strongly_typed,
-        builder_flags=plan.builder_flags,
-        min_shape=shapes[0],
-        opt_shape=shapes[1],
-        max_shape=shapes[2],
+        shapes=_shapes(metadata, input_hw, 1),
     )
     tag = (
         f"{metadata.precision}{'-fp16flag' if 'FP16' in plan.builder_flags else ''}"
