@@ -7,7 +7,8 @@
                       instances, overlay; one message per processed frame on each, with
                       the input header, at the input message's log time
       overlay.mp4     the overlay as a video (unless replay.write_video is false)
-      summary.json    frames, skipped frames and why, fps, per-stage p50/p99, topics, files
+      summary.json    frames, skipped frames and why, fps, per-stage p50/p99 (the stages of
+                      panoptic_ros.timing.STAGES, then write and total), topics, files
       config.yaml     the resolved configuration (when the caller passes one)
 
 Everything is checked before any work (bag readable, topic, output not existing and not
@@ -47,18 +48,13 @@ from panoptic_ros.bags import (
     publish_folder,
     staging_path,
 )
+from panoptic_ros.camera_pipeline import CameraPipeline, FramePipeline, Tracker
 from panoptic_ros.config import RenderConfig, ReplayConfig
 from panoptic_ros.errors import BagError, CodecError
-from panoptic_ros.labels import LabelSpace
-from panoptic_ros.render import render_overlay
-from panoptic_ros.results import FrameResult
-from panoptic_ros.ros_messages import (
-    OUTPUT_TOPICS,
-    MessageClasses,
-    build_output_messages,
-    stamp_ns,
-)
-from panoptic_ros.tracking import InstanceTracker
+from panoptic_ros.output_paths import check_output
+from panoptic_ros.ros_messages import OUTPUT_TOPICS, MessageClasses, stamp_ns
+from panoptic_ros.timing import STAGES as FRAME_STAGES
+from panoptic_ros.timing import StageStats, ms_since
 
 __all__ = [
     "BAG_DIRNAME",
@@ -68,7 +64,6 @@ __all__ = [
     "VIDEO_FILENAME",
     "ReplayPipeline",
     "ReplaySummary",
-    "ReplayTracker",
     "StageStats",
     "run_replay",
 ]
@@ -80,8 +75,10 @@ VIDEO_FILENAME: Final = "overlay.mp4"
 SUMMARY_FILENAME: Final = "summary.json"
 CONFIG_FILENAME: Final = "config.yaml"
 
-#: Timed stages, in pipeline order; ``messages`` = building and serialising the outputs.
-STAGES: Final = ("decode", "preprocess", "inference", "fusion", "render", "messages", "total")
+#: Reported stages: those of every frame (:data:`panoptic_ros.timing.STAGES`), then
+#: ``write`` (serialising the messages, writing them to the bag and the overlay to the
+#: video) and ``total`` (the whole frame, wall clock).
+STAGES: Final = (*FRAME_STAGES, "write", "total")
 
 # Frames buffered before the video opens, to estimate its frame rate from their stamps.
 _FPS_PROBE_FRAMES: Final = 8
@@ -89,43 +86,12 @@ _FPS_PROBE_FRAMES: Final = 8
 _FALLBACK_FPS: Final = 10.0
 
 
-class ReplayPipeline(Protocol):
+class ReplayPipeline(FramePipeline, Protocol):
     """What replay needs of :class:`panoptic_ros.pipeline.PanopticPipeline`."""
-
-    labels: LabelSpace
 
     def describe(self) -> str:
         """One line: backend, model, sizes."""
         ...
-
-    def process_message(self, msg: Any) -> tuple[npt.NDArray[np.uint8], FrameResult]:
-        """Decode and segment one image message: ([H, W, 3] uint8 RGB, result)."""
-        ...
-
-
-class ReplayTracker(Protocol):
-    """What replay needs of :class:`panoptic_ros.tracking.InstanceTracker`."""
-
-    def update(self, result: FrameResult) -> FrameResult:
-        """Return ``result`` with persistent ``track_id`` on its instances."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class StageStats:
-    """Milliseconds of one stage over all processed frames."""
-
-    p50_ms: float
-    p99_ms: float
-    mean_ms: float
-
-    @classmethod
-    def of(cls, values_ms: list[float]) -> StageStats:
-        """Summarise per-frame milliseconds (all zero when there are none)."""
-        if not values_ms:
-            return cls(0.0, 0.0, 0.0)
-        p50, p99 = np.percentile(np.asarray(values_ms, dtype=np.float64), [50.0, 99.0])
-        return cls(float(p50), float(p99), float(np.mean(values_ms)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,25 +263,6 @@ class _OverlayVideo:
         self._pending = []
 
 
-def _check_paths(bag: Path, output_dir: Path, *, overwrite: bool) -> None:
-    if not bag.exists():
-        raise BagError(f"bag {str(bag)!r} does not exist; check the path")
-    bag_real = bag.resolve()
-    out_real = output_dir.resolve()
-    if out_real == bag_real or bag_real in out_real.parents:
-        raise BagError(
-            f"output {str(output_dir)!r} is inside the input bag {str(bag)!r}; "
-            "choose another output folder"
-        )
-    if out_real in bag_real.parents:
-        raise BagError(
-            f"output {str(output_dir)!r} contains the input bag {str(bag)!r}; "
-            "choose another output folder (the input is never replaced)"
-        )
-    if (output_dir.exists() or output_dir.is_symlink()) and not overwrite:
-        raise BagError(f"output {str(output_dir)!r} exists; pass --overwrite to replace it")
-
-
 def _versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "numpy": np.__version__}
     versions["opencv"] = cv2.__version__
@@ -323,10 +270,6 @@ def _versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[package] = metadata.version(package)
     return versions
-
-
-def _ms_since(start_ns: int) -> float:
-    return (time.perf_counter_ns() - start_ns) / 1e6
 
 
 def run_replay(
@@ -339,7 +282,7 @@ def run_replay(
     topic: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
-    tracker: ReplayTracker | None = None,
+    tracker: Tracker | None = None,
     config_dump: Mapping[str, Any] | None = None,
 ) -> ReplaySummary:
     """Replay a bag's image topic through ``pipeline`` and write the outputs.
@@ -347,7 +290,8 @@ def run_replay(
     Args:
         bag: rosbag2 folder or ``.mcap``/``.db3`` file (only read).
         output_dir: Folder to create (see the module docstring for its content).
-        pipeline: Decodes and segments messages (:class:`PanopticPipeline`).
+        pipeline: Decodes and segments messages and draws overlays
+            (:class:`PanopticPipeline`).
         config: Replay settings (namespace, video, frame limit).
         render: Overlay settings.
         topic: Image topic; None picks the bag's only image topic.
@@ -360,16 +304,17 @@ def run_replay(
         The summary (also saved as ``summary.json``).
 
     Raises:
-        BagError: Unreadable bag, no or ambiguous image topic, a topic without messages,
-            output exists (without ``overwrite``) or overlaps the input, or writing failed.
+        ConfigError: The output exists (without ``overwrite``) or overlaps the input.
+        BagError: Missing or unreadable bag, no or ambiguous image topic, a topic without
+            messages, or writing failed.
         Exception: Whatever the pipeline raises besides ``CodecError`` aborts the replay;
             no output is left behind.
     """
     bag = Path(bag)
     output_dir = Path(output_dir)
-    _check_paths(bag, output_dir, overwrite=overwrite)
-    if tracker is None:
-        tracker = InstanceTracker()
+    if not bag.exists():
+        raise BagError(f"bag {str(bag)!r} does not exist; check the path")
+    check_output(output_dir, overwrite, [bag])
     with open_reader(bag) as reader:
         chosen = choose_image_topic(reader, topic)
         total = int(reader.topics[chosen].msgcount)
@@ -426,7 +371,7 @@ def _replay_into(
     topic: str,
     output_dir: Path,
     pipeline: ReplayPipeline,
-    tracker: ReplayTracker,
+    tracker: Tracker | None,
     config: ReplayConfig,
     render: RenderConfig,
     progress: bool,
@@ -434,7 +379,7 @@ def _replay_into(
 ) -> ReplaySummary:
     """Process every frame into ``staging``; returns the summary (written there too)."""
     typestore = make_typestore()
-    classes = MessageClasses.from_typestore(typestore)
+    camera = CameraPipeline(pipeline, MessageClasses.from_typestore(typestore), tracker=tracker)
     namespace = config.output_namespace.rstrip("/")
     topics = {name: f"{namespace}/{name}" for name in OUTPUT_TOPICS}
     timings: dict[str, list[float]] = {stage: [] for stage in STAGES}
@@ -463,53 +408,25 @@ def _replay_into(
                 bar.update(1)
                 frame_start = time.perf_counter_ns()
                 try:
-                    image, result = pipeline.process_message(msg)
+                    frame = camera.process(msg, render=render)
                 except CodecError as err:
                     reason = str(err)
                     if reason not in skipped:
                         logger.warning("skipping undecodable frames of %s: %s", topic, reason)
                     skipped[reason] = skipped.get(reason, 0) + 1
                     continue
-                result = tracker.update(result)
 
-                stage_start = time.perf_counter_ns()
-                # A PanopticPipeline renders on the device when the frame is there.
-                draw = getattr(pipeline, "render", None)
-                if draw is not None:
-                    overlay = draw(
-                        image, result, alpha=render.overlay_alpha, draw_boxes=render.draw_boxes
-                    )
-                else:
-                    overlay = render_overlay(
-                        image,
-                        result,
-                        pipeline.labels,
-                        alpha=render.overlay_alpha,
-                        draw_boxes=render.draw_boxes,
-                    )
-                render_ms = _ms_since(stage_start)
-
-                stage_start = time.perf_counter_ns()
-                messages = build_output_messages(classes, msg.header, result, overlay_bgr=overlay)
-                payloads = {name: writer.serialize(m) for name, m in messages.items()}
-                messages_ms = _ms_since(stage_start)
-
-                for name, data in payloads.items():
+                write_start = time.perf_counter_ns()
+                for name, message in frame.messages.items():
+                    data = writer.serialize(message)
                     writer.write_serialized(topics[name], OUTPUT_TOPICS[name], data, log_time_ns)
-                if video is not None:
-                    video.add(overlay, stamp_ns(msg.header) or log_time_ns)
+                if video is not None and frame.overlay is not None:
+                    video.add(frame.overlay, stamp_ns(msg.header) or log_time_ns)
 
-                t = result.timings
-                for stage, value in (
-                    ("decode", t.decode_ms),
-                    ("preprocess", t.preprocess_ms),
-                    ("inference", t.inference_ms),
-                    ("fusion", t.fusion_ms),
-                    ("render", render_ms),
-                    ("messages", messages_ms),
-                ):
+                for stage, value in frame.result.timings.as_dict().items():
                     timings[stage].append(value)
-                timings["total"].append(_ms_since(frame_start))
+                timings["write"].append(ms_since(write_start))
+                timings["total"].append(ms_since(frame_start))
                 processed += 1
             topics_written = {t: writer.counts.get(t, 0) for t in topics.values()}
         files = [BAG_DIRNAME]

@@ -20,6 +20,7 @@ import numpy.typing as npt
 from panoptic_ros.bags import BagWriter, write_image_bag
 from panoptic_ros.codec import decode_image, encode_compressed
 from panoptic_ros.labels import CITYSCAPES, LabelSpace
+from panoptic_ros.render import render_overlay
 from panoptic_ros.results import FrameResult, Instance, StageTimings
 
 HEIGHT = 64
@@ -221,6 +222,16 @@ class FakePipeline:
         image = decode_image(msg)  # raises CodecError for undecodable frames
         decode_ms = (time.perf_counter_ns() - start) / 1e6
         return image, fake_result(image, decode_ms)
+
+    def render(
+        self,
+        image: npt.NDArray[np.uint8],
+        result: FrameResult,
+        *,
+        alpha: float = 0.5,
+        draw_boxes: bool = True,
+    ) -> npt.NDArray[np.uint8]:
+        return render_overlay(image, result, self.labels, alpha=alpha, draw_boxes=draw_boxes)
 
 
 class FakeTracker:

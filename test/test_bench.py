@@ -13,6 +13,7 @@ import pytest
 
 from panoptic_ros.cli.bench import matrix_entries
 from panoptic_ros.cli.main import main
+from panoptic_ros.timing import STAGES
 
 
 def test_matrix_runs_every_precision_found_and_records_the_machine(
@@ -55,7 +56,8 @@ def test_matrix_runs_every_precision_found_and_records_the_machine(
     ]
     for run in report["runs"]:
         assert run["network_size"] == run["input_size"]  # --network-size input (default)
-        assert set(run["stages"]) == {"decode", "preprocess", "inference", "fusion", "messages"}
+        assert tuple(run["stages"]) == STAGES  # the node's stages, tracking included
+        assert run["stages"]["tracking"]["p50_ms"] > 0
         assert 0.0 <= run["outside_network_share"] < 1.0
         assert "inference_device" not in run  # no CUDA events off CUDA
     assert [run["precision"] for run in report["runs"][:2]] == ["fp32", "fp16"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from panoptic_ros.cli.main import build_parser, main
+from panoptic_ros.timing import STAGES
 
 pytest.importorskip("onnxruntime")
 COMMANDS = ("demo", "replay", "bench", "eval", "train", "export", "quantize", "build-engine")
@@ -57,7 +58,7 @@ def test_demo_writes_the_outputs_it_announces(
     assert (output / "overlay.mp4").stat().st_size > 10_000
     assert (output / "panoptic" / "metadata.yaml").is_file()
     assert (output / "config.yaml").is_file()
-    for stage in ("decode", "preprocess", "inference", "fusion", "messages", "total"):
+    for stage in (*STAGES, "write", "total"):
         assert re.search(rf"^{stage}\s+[\d.]+\s+[\d.]+$", text, re.MULTILINE), stage
     # A second demo replaces its own earlier output.
     assert main(["demo", "-o", str(output), "-q"]) == 0
@@ -133,7 +134,7 @@ def test_bench_prints_every_stage_and_writes_json(
     )
     assert code == 0
     text = capsys.readouterr().out
-    for stage in ("decode", "preprocess", "inference", "fusion", "messages"):
+    for stage in STAGES:
         assert re.search(rf"^\s*{stage}\b", text, re.MULTILINE), (stage, text)
     data = json.loads(report.read_text(encoding="utf-8"))
     assert json.dumps(data)  # a real JSON report

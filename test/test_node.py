@@ -23,6 +23,7 @@ from panoptic_ros.codec import decode_image, encode_raw
 from panoptic_ros.errors import ConfigError
 from panoptic_ros.labels import CITYSCAPES
 from panoptic_ros.results import FrameResult, Instance
+from panoptic_ros.timing import STAGES
 
 STANDIN = Path(__file__).parent / "ros_standin"
 ROS_MODULES = (
@@ -215,6 +216,11 @@ class FakePipeline:
         drivable = np.where(semantic == 0, 255, 0).astype(np.uint8)
         return image, FrameResult(semantic, ids, drivable, (car,))
 
+    def render(self, image: np.ndarray, result: FrameResult, **kwargs: Any) -> np.ndarray:
+        from panoptic_ros.render import render_overlay
+
+        return render_overlay(image, result, self.labels, **kwargs)
+
     def close(self) -> None:
         self.closed = True
 
@@ -368,11 +374,16 @@ def test_bad_frame_is_counted_and_the_node_keeps_running(ros: Any) -> None:
         warnings = [m for _, level, m in LOG if level == "WARN" and "rgb9" in m]
         assert len(warnings) == 1  # throttled: one line, not one per frame
         assert "unsupported image encoding 'rgb9'" in warnings[0]
+        wait_for(lambda: node._cameras["front"].stats.processed_total == 1)
         node.publish_diagnostics()
         status = diagnostics[-1].status[0]
         values = {kv.key: kv.value for kv in status.values}
         assert values["frames_failed"] == "3"
         assert values["errors_codec"] == "3"
+        # The published frame's stages, under the names replay and bench use.
+        assert [k for k in values if k.endswith("_p50_ms") and k[:-7] in STAGES] == [
+            f"{stage}_p50_ms" for stage in STAGES
+        ]
         assert status.level == bytes([1])  # WARN
         assert status.name == "panoptic_node: front"
     finally:

@@ -1,7 +1,11 @@
 """``panoptic-ros bench``: per-stage latency and frames per second of the whole pipeline.
 
-Host stages are timed on the monotonic clock; on CUDA the network's own device time is also
-measured with CUDA events (``inference_device``). ``--matrix`` runs every available
+Each frame runs through the node's own per-camera path
+(:class:`~panoptic_ros.camera_pipeline.CameraPipeline`: decode, letterbox, network, fusion,
+tracking, overlay and all output messages), timed under the stage names of every report
+(:data:`panoptic_ros.timing.STAGES`). Host stages are timed on the monotonic clock; on
+CUDA the network's own device time is also measured with CUDA events
+(``inference_device``). ``--matrix`` runs every available
 backend (ONNX Runtime; TensorRT when it imports; torch on CUDA) on every model precision
 found (the model, and the ``.fp16.onnx`` / ``.int8.onnx`` files that ``quantize`` writes)
 at each camera size, and records the machine (CPU, GPU, library versions) with the runs.
@@ -28,10 +32,9 @@ from panoptic_ros.cli.common import (
     format_table,
     parse_size,
 )
+from panoptic_ros.timing import STAGES, StageStats
 
 __all__ = ["STAGES", "environment", "matrix_entries", "register", "run"]
-
-STAGES = ("decode", "preprocess", "inference", "fusion", "messages")
 
 EXAMPLES = """
 Examples:
@@ -42,7 +45,9 @@ Examples:
   panoptic-ros bench --matrix --network-size model --matrix-sizes 1024x2048
 
 Stages: decode (message -> RGB), preprocess (letterbox), inference (network), fusion
-(panoptic grouping and mapping back to camera pixels), messages (overlay + output messages).
+(panoptic grouping and mapping back to camera pixels), tracking (persistent ids), overlay
+(the BGR picture), messages (building the five output messages); the same names as in
+replay's summary.json. Publishing is not timed (no ROS here).
 """
 
 
@@ -98,16 +103,17 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
-def _frame_message(image: npt.NDArray[np.uint8], encoding: str) -> Any:
+def _frame_message(image: npt.NDArray[np.uint8], encoding: str, header: Any) -> Any:
     from types import SimpleNamespace
 
     from panoptic_ros.codec import encode_compressed, encode_raw
 
     if encoding == "jpeg":
         fields = encode_compressed(image, "jpeg", quality=90)
-        return SimpleNamespace(format=fields.format, data=fields.data)
+        return SimpleNamespace(header=header, format=fields.format, data=fields.data)
     raw = encode_raw(image, encoding)
     return SimpleNamespace(
+        header=header,
         height=raw.height,
         width=raw.width,
         encoding=raw.encoding,
@@ -179,51 +185,45 @@ def environment() -> dict[str, Any]:
 
 
 def _stats(values: list[float]) -> dict[str, float]:
-    array = np.asarray(values)
-    return {
-        "p50_ms": float(np.percentile(array, 50)),
-        "p99_ms": float(np.percentile(array, 99)),
-        "mean_ms": float(array.mean()),
-    }
+    stats = StageStats.of(values)
+    return {"p50_ms": stats.p50_ms, "p99_ms": stats.p99_ms, "mean_ms": stats.mean_ms}
 
 
 def _bench_once(
     config: Any, image: npt.NDArray[np.uint8], encoding: str, frames: int, warmup: int
 ) -> dict[str, Any]:
-    """Time ``frames`` frames of the pipeline ``config`` describes after ``warmup`` frames."""
-    from dataclasses import replace
+    """Time ``frames`` frames of the pipeline ``config`` describes after ``warmup`` frames.
 
+    Every frame goes through what the node runs per camera: the pipeline, the camera's
+    tracker (as configured for the node), the overlay and all output messages.
+    """
     from panoptic_ros.bags import make_typestore
+    from panoptic_ros.camera_pipeline import CameraPipeline
     from panoptic_ros.pipeline import PanopticPipeline
-    from panoptic_ros.ros_messages import MessageClasses, build_output_messages
+    from panoptic_ros.ros_messages import MessageClasses
+    from panoptic_ros.timing import ms_since
+    from panoptic_ros.tracking import InstanceTracker
 
-    typestore = make_typestore()
-    classes = MessageClasses.from_typestore(typestore)
+    classes = MessageClasses.from_typestore(make_typestore())
     header = classes.Header(stamp=classes.Time(sec=0, nanosec=0), frame_id="bench")
-    message = _frame_message(image, encoding)
+    message = _frame_message(image, encoding, header)
     samples: dict[str, list[float]] = {stage: [] for stage in STAGES}
     device_ms: list[float] = []
     totals: list[float] = []
     instance_counts: list[int] = []
     with PanopticPipeline.from_config(config) as pipeline:
+        camera = CameraPipeline(
+            pipeline, classes, tracker=InstanceTracker(min_iou=config.node.track_min_overlap)
+        )
         for index in range(warmup + frames):
             start = time.perf_counter_ns()
-            decoded, result = pipeline.process_message(message)
-            messages_start = time.perf_counter_ns()
-            overlay = pipeline.render(
-                decoded,
-                result,
-                alpha=config.render.overlay_alpha,
-                draw_boxes=config.render.draw_boxes,
-            )
-            build_output_messages(classes, header, result, overlay_bgr=overlay)
-            end = time.perf_counter_ns()
-            timings = replace(result.timings, messages_ms=(end - messages_start) / 1e6)
+            result = camera.process(message, render=config.render).result
+            total_ms = ms_since(start)
             if index >= warmup:
-                for stage in STAGES:
-                    samples[stage].append(getattr(timings, f"{stage}_ms"))
-                device_ms.append(timings.inference_device_ms)
-                totals.append((end - start) / 1e6)
+                for stage, value in result.timings.as_dict().items():
+                    samples[stage].append(value)
+                device_ms.append(result.timings.inference_device_ms)
+                totals.append(total_ms)
                 instance_counts.append(len(result.instances))
         backend = pipeline.backend
         report: dict[str, Any] = {
@@ -231,7 +231,7 @@ def _bench_once(
             "backend": backend.name,
             "device": backend.device,
             "precision": backend.metadata.precision,
-            "model": str(getattr(backend, "model_path", "")),
+            "model": str(backend.model_path or ""),
             "network_size": list(pipeline.network_hw),
         }
     height, width = image.shape[:2]

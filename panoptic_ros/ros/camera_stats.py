@@ -1,18 +1,22 @@
-"""Per-camera health for /diagnostics: rates, drops, latency percentiles, levels.
+"""Per-camera health for /diagnostics: rates, drops, latency percentiles, stages, levels.
 
 All times are monotonic nanoseconds (``time.monotonic_ns``) so the figures stay right under
 sim time and clock jumps. Latency runs from the message's receipt to the publication of
 its outputs; the age of the header stamp is reported separately, because under sim time
-without /clock it says nothing about the node.
+without /clock it says nothing about the node. The median time of each stage of a frame
+is reported under the stage names of every report (:data:`panoptic_ros.timing.STAGES`).
 """
 
 from __future__ import annotations
 
 import collections
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+from panoptic_ros.timing import STAGES, StageStats
 
 __all__ = ["CameraHealth", "CameraStats", "HealthLevel", "HealthThresholds", "LogThrottle"]
 
@@ -67,6 +71,10 @@ class CameraStats:
         self._outputs: collections.deque[tuple[int, float, float]] = collections.deque(
             maxlen=max_samples
         )
+        # (publication time, stage -> ms) of the published frames.
+        self._stages: collections.deque[tuple[int, Mapping[str, float]]] = collections.deque(
+            maxlen=max_samples
+        )
         self.received_total = 0
         self.processed_total = 0
         self.dropped_total = 0
@@ -93,17 +101,27 @@ class CameraStats:
         """The mailbox's running count of superseded frames."""
         self.dropped_total = dropped_total
 
-    def record_output(self, received_ns: int, published_ns: int, stamp_age_ms: float) -> None:
+    def record_output(
+        self,
+        received_ns: int,
+        published_ns: int,
+        stamp_age_ms: float,
+        stages_ms: Mapping[str, float] | None = None,
+    ) -> None:
         """Outputs of a frame were published.
 
         Args:
             received_ns: Monotonic receipt time of the input message.
             published_ns: Monotonic time after the last publish call.
             stamp_age_ms: ROS now minus the header stamp, in ms (NaN when unknown).
+            stages_ms: The frame's time per stage (names of
+                :data:`panoptic_ros.timing.STAGES`), if known.
         """
         self.processed_total += 1
         latency_ms = (published_ns - received_ns) / 1e6
         self._outputs.append((published_ns, latency_ms, stamp_age_ms))
+        if stages_ms is not None:
+            self._stages.append((published_ns, stages_ms))
 
     def record_error(
         self, kind: str, message: str, *, now_ns: int, frame_lost: bool = True
@@ -190,12 +208,23 @@ class CameraStats:
             ("latency_p50_ms", f"{p50:.1f}"),
             ("latency_p99_ms", f"{p99:.1f}"),
             ("stamp_age_p50_ms", f"{age_p50:.1f}"),
+            *self._stage_values(now_ns),
             *(
                 (f"errors_{kind}", str(count))
                 for kind, count in sorted(self.errors_by_kind.items())
             ),
         )
         return CameraHealth(level, "; ".join(reasons) or "ok", values)
+
+    def _stage_values(self, now_ns: int) -> list[tuple[str, str]]:
+        """``<stage>_p50_ms`` over the frames published in the window, stages in order."""
+        recent = [stages for t, stages in self._stages if now_ns - t <= self.window_ns]
+        values = []
+        for stage in STAGES:
+            times = [stages[stage] for stages in recent if stage in stages]
+            if times:
+                values.append((f"{stage}_p50_ms", f"{StageStats.of(times).p50_ms:.1f}"))
+        return values
 
     def _window_drop_ratio(self, now_ns: int) -> float:
         """Share of the frames received in the window that were dropped."""

@@ -50,6 +50,7 @@ from sensor_msgs import msg as sensor_msgs_msg
 from std_msgs import msg as std_msgs_msg
 from vision_msgs import msg as vision_msgs_msg
 
+from panoptic_ros.camera_pipeline import CameraPipeline
 from panoptic_ros.config import (
     RUNTIME_SECTIONS,
     Config,
@@ -60,7 +61,6 @@ from panoptic_ros.config import (
 from panoptic_ros.errors import CodecError, ConfigError, PanopticError, first_line
 from panoptic_ros.fusion import FusionParams
 from panoptic_ros.pipeline import PanopticPipeline
-from panoptic_ros.render import render_overlay
 from panoptic_ros.ros.camera_stats import CameraStats, HealthThresholds, LogThrottle
 from panoptic_ros.ros.ground_grid import (
     CameraModel,
@@ -69,7 +69,7 @@ from panoptic_ros.ros.ground_grid import (
     transform_matrix,
 )
 from panoptic_ros.ros.latest_frame import Delivery, LatestFrameMailbox
-from panoptic_ros.ros_messages import MessageClasses, build_output_messages
+from panoptic_ros.ros_messages import MessageClasses
 from panoptic_ros.tracking import InstanceTracker
 
 __all__ = ["PanopticNode", "main"]
@@ -144,6 +144,7 @@ class _Camera:
     image_topic: str
     stats: CameraStats
     tracker: InstanceTracker
+    tail: CameraPipeline
     publishers: dict[str, Any] = field(default_factory=dict)
     grid_publisher: Any = None
     camera_info: Any = None
@@ -335,11 +336,13 @@ class PanopticNode(Node):
 
     def _open_camera(self, name: str, image_topic: str) -> _Camera:
         node = self.config.node
+        tracker = InstanceTracker(min_iou=node.track_min_overlap)
         camera = _Camera(
             name=name,
             image_topic=image_topic,
             stats=CameraStats(),
-            tracker=InstanceTracker(min_iou=node.track_min_overlap),
+            tracker=tracker,
+            tail=CameraPipeline(self.pipeline, self._classes, tracker=tracker),
         )
         # A profile per entity: rclpy applies qos_overrides to the profile object itself.
         input_qos = _qos(node.input_reliability, node.input_depth)
@@ -473,7 +476,8 @@ class PanopticNode(Node):
                 and camera.grid_publisher.get_subscription_count() > 0
             )
             config = self.config
-        image, result = self.pipeline.process_message(message)
+        frame = camera.tail.process(message, render=config.render, outputs=wanted)
+        result = frame.result
         if result.non_finite_outputs:
             self._problem(
                 camera,
@@ -482,44 +486,21 @@ class PanopticNode(Node):
                 "check the model, engine and input)",
                 lost=False,
             )
-        result = camera.tracker.update(result)
-        stage_start = time.perf_counter_ns()
-        overlay = None
-        if "overlay" in wanted:
-            draw = getattr(self.pipeline, "render", None)
-            if draw is not None:  # on the device when the frame is already there
-                overlay = draw(
-                    image,
-                    result,
-                    alpha=config.render.overlay_alpha,
-                    draw_boxes=config.render.draw_boxes,
-                )
-            else:
-                overlay = render_overlay(
-                    image,
-                    result,
-                    self.pipeline.labels,
-                    alpha=config.render.overlay_alpha,
-                    draw_boxes=config.render.draw_boxes,
-                )
-        messages = build_output_messages(
-            self._classes, message.header, result, overlay_bgr=overlay, enabled=wanted
-        )
         # Under the lock: a run-time parameter change may destroy a publisher meanwhile.
         with self._lock:
-            for name, output in messages.items():
+            for name, output in frame.messages.items():
                 publisher = camera.publishers.get(name)
                 if publisher is not None:
                     publisher.publish(output)
         if grid_wanted:
             self._publish_grid(camera, message.header, result.drivable_mask, config)
-        result.timings.messages_ms = (time.perf_counter_ns() - stage_start) / 1e6
         now = self.get_clock().now().nanoseconds
         stamp = message.header.stamp.sec * _NS_PER_S + message.header.stamp.nanosec
         camera.stats.record_output(
             delivery.received_ns,
             time.monotonic_ns(),
             (now - stamp) / 1e6 if stamp else float("nan"),
+            result.timings.as_dict(),
         )
 
     def _publish_grid(self, camera: _Camera, header: Any, mask: Any, config: Config) -> None:
@@ -581,7 +562,7 @@ class PanopticNode(Node):
         now_ns = time.monotonic_ns()
         statuses = []
         backend = f"{self.pipeline.backend.name} on {self.pipeline.backend.device}"
-        model = str(getattr(self.pipeline.backend, "model_path", "?"))
+        model = str(self.pipeline.backend.model_path)
         for camera in self._cameras.values():
             camera.stats.record_drops(self._mailbox.dropped(camera.name))
             health = camera.stats.health(now_ns, self._thresholds)
