@@ -163,19 +163,19 @@ class EngineRecord:
     @classmethod
     def of(
         cls,
-        *,
-        onnx_sha256: str,
+        onnx_path: Path,
         device: DeviceInfo,
         plan: BuildPlan,
         precision: str,
         shapes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]],
+        *,
         build_seconds: float = 0.0,
         plan_sha256: str = "",
     ) -> EngineRecord:
         """The record of an engine built from a model by ``plan`` on ``device``.
 
         Args:
-            onnx_sha256: SHA-256 of the ONNX model.
+            onnx_path: The ONNX model (its SHA-256 is recorded).
             device: The device the engine is for.
             plan: How it is built (DLA core, typing, builder flags).
             precision: The model's precision.
@@ -184,7 +184,7 @@ class EngineRecord:
             plan_sha256: SHA-256 of the written plan ('' before it exists).
         """
         return cls(
-            onnx_sha256=onnx_sha256,
+            onnx_sha256=file_sha256(onnx_path),
             tensorrt_version=device.tensorrt_version,
             gpu_name=device.gpu_name,
             compute_capability=device.compute_capability,
@@ -476,11 +476,11 @@ def build_engine(
     if timing_cache is not None:
         _atomic_write(timing_cache, bytes(cache.serialize()))
     record = EngineRecord.of(
-        onnx_sha256=file_sha256(onnx_path),
-        device=device,
-        plan=plan,
-        precision=metadata.precision,
-        shapes=(min_shape, opt_shape, max_shape),
+        onnx_path,
+        device,
+        plan,
+        metadata.precision,
+        (min_shape, opt_shape, max_shape),
         build_seconds=round(seconds, 1),
         plan_sha256=hashlib.sha256(plan_bytes).hexdigest(),
     )
@@ -529,11 +529,7 @@ def ensure_engine(
     device = device or current_device()
     plan = build_plan(device, metadata.precision, fp16_flag=fp16_flag, dla_core=dla_core)
     wanted = EngineRecord.of(
-        onnx_sha256=file_sha256(onnx_path),
-        device=device,
-        plan=plan,
-        precision=metadata.precision,
-        shapes=_shapes(metadata, input_hw, 1),
+        onnx_path, device, plan, metadata.precision, _shapes(metadata, input_hw, 1)
     )
     tag = (
         f"{metadata.precision}{'-fp16flag' if 'FP16' in plan.builder_flags else ''}"
