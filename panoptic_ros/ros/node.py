@@ -11,8 +11,10 @@ Everything it does is delegated to ROS-free modules; this file only wires them t
   message into a :class:`~panoptic_ros.ros.latest_frame.LatestFrameMailbox`; one worker thread
   takes the newest frame of each camera in turn, so latency never grows and superseded
   frames are counted as dropped;
-* outputs built by :mod:`panoptic_ros.ros_messages` with the input header unchanged, only
-  for topics that have subscribers; the optional ground grid from
+* each frame through the camera's :class:`~panoptic_ros.camera_pipeline.CameraPipeline`
+  (the same tail as ``replay`` and ``bench``: tracking, overlay, messages built by
+  :mod:`panoptic_ros.ros_messages` with the input header unchanged), outputs only for
+  topics that have subscribers; the optional ground grid from
   :mod:`panoptic_ros.ros.ground_grid` with CameraInfo and TF at the image stamp;
 * /diagnostics at 1 Hz on a steady clock from :mod:`panoptic_ros.ros.camera_stats`;
 * Python logging of the core modules forwarded to the node's logger (so to /rosout).
