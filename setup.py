@@ -85,6 +85,7 @@ setup(
         "console_scripts": [
             "panoptic-ros = panoptic_ros.cli.main:main",
             "panoptic_node = panoptic_ros.ros.node:main",
+            "panoptic_lifecycle_node = panoptic_ros.ros.node:lifecycle_main",
         ],
     },
     zip_safe=False,

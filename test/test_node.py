@@ -36,6 +36,7 @@ ROS_MODULES = (
     "vision_msgs",
     "diagnostic_msgs",
     "nav_msgs",
+    "lifecycle_msgs",
     "standin_messages",
 )
 

@@ -28,6 +28,7 @@ COMMANDS = {
     "export": "export",
     "quantize": "quantize",
     "build-engine": "build_engine",
+    "pseudo-label": "pseudo_label",
 }
 
 

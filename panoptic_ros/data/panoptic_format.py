@@ -714,6 +714,15 @@ def _check_exist(paths: Iterable[Path], what: str) -> None:
         )
 
 
+def _cityscapes_image(folder: Path, image_id: str) -> Path:
+    """``<image_id>_leftImg8bit.png``, or the ``.jpg`` that pseudo-labelled datasets keep."""
+    png = folder / f"{image_id}_leftImg8bit.png"
+    if png.is_file():
+        return png
+    jpg = folder / f"{image_id}_leftImg8bit.jpg"
+    return jpg if jpg.is_file() else png
+
+
 def read_cityscapes_panoptic(root: str | Path, split: str = "val") -> PanopticDataset:
     """Read Cityscapes panoptic ground truth as ``createPanopticImgs.py`` writes it.
 
@@ -723,7 +732,8 @@ def read_cityscapes_panoptic(root: str | Path, split: str = "val") -> PanopticDa
 
     Returns:
         The dataset; images are found from the image id
-        (``leftImg8bit/<split>/<city>/<image_id>_leftImg8bit.png``).
+        (``leftImg8bit/<split>/<city>/<image_id>_leftImg8bit.png``, or ``.jpg`` as
+        ``panoptic-ros pseudo-label`` keeps JPEG frames).
 
     Raises:
         EvaluationError: The JSON is missing or malformed, or a file is missing.
@@ -740,7 +750,7 @@ def read_cityscapes_panoptic(root: str | Path, split: str = "val") -> PanopticDa
             records.append(
                 PanopticRecord(
                     image_id=image_id,
-                    image_path=root / "leftImg8bit" / split / city / f"{image_id}_leftImg8bit.png",
+                    image_path=_cityscapes_image(root / "leftImg8bit" / split / city, image_id),
                     panoptic_path=png_dir / str(annotation["file_name"]),
                     segments_info=tuple(annotation["segments_info"]),
                 )
