@@ -27,20 +27,17 @@ label space become void; crowd regions stay their class with instance 0 (how our
 express crowd, for evaluation) or become void (for training), and are always returned as a
 mask so training can ignore them.
 
-PNGs are read with OpenCV or Pillow, whichever inflates faster on the machine
-(:func:`fastest_png_decoder`; the ids are identical), and must be 8-bit RGB (or RGBA: the
-alpha is ignored, as the official tools ignore it). Palette PNGs are refused by the Pillow
-reader and expanded to colours by OpenCV; panoptic PNGs are never palette images.
+PNGs are read with OpenCV (the one image library the package needs; Pillow, which the
+official tools use, gives the same ids) and must be 8-bit RGB (or RGBA: the alpha is
+ignored, as the official tools ignore it). OpenCV expands palette PNGs to colours;
+panoptic PNGs are never palette images.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
-import tempfile
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,11 +60,9 @@ __all__ = [
     "PanopticDatasetSource",
     "PanopticMaps",
     "PanopticRecord",
-    "PngDecoder",
     "category_mapping",
     "dataset_categories",
     "dataset_mapping",
-    "fastest_png_decoder",
     "id2rgb",
     "maps_from_panoptic",
     "panoptic_from_maps",
@@ -89,9 +84,6 @@ LABEL_DIVISOR = 1000
 #: Largest id a panoptic PNG can hold (24 bits).
 MAX_PANOPTIC_ID = 256**3 - 1
 _VOID = 0
-
-#: A PNG decoding library (both give identical ids).
-PngDecoder = Literal["opencv", "pillow"]
 
 #: What becomes of crowd regions in our maps: "keep" (class, instance 0: evaluation reads it
 #: back as crowd) or "void" (255: training).
@@ -176,7 +168,18 @@ def _not_rgb(path: str | Path, what: str) -> EvaluationError:
     )
 
 
-def _read_opencv(path: str | Path) -> npt.NDArray[np.uint32]:
+def read_panoptic_png(path: str | Path) -> npt.NDArray[np.uint32]:
+    """Read a panoptic PNG into segment ids (with OpenCV).
+
+    Args:
+        path: An 8-bit RGB (or RGBA) PNG.
+
+    Returns:
+        [H, W] uint32 segment ids, 0 void.
+
+    Raises:
+        EvaluationError: The file is missing, unreadable or not 8-bit colour.
+    """
     try:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
@@ -190,90 +193,6 @@ def _read_opencv(path: str | Path) -> npt.NDArray[np.uint32]:
     # One SIMD pass BGR(A) -> RGBA into a fresh array, which becomes the ids in place.
     code = cv2.COLOR_BGR2RGBA if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
     return _ids_from_rgba(cv2.cvtColor(image, code))
-
-
-def _read_pillow(path: str | Path) -> npt.NDArray[np.uint32]:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("RGB", "RGBA"):
-                raise _not_rgb(path, f"PIL mode {image.mode!r}")
-            pixels = np.asarray(image)
-    except FileNotFoundError as err:
-        raise EvaluationError(
-            f"cannot read panoptic PNG {str(path)!r}; check that it exists"
-        ) from err
-    except (OSError, UnidentifiedImageError) as err:
-        raise EvaluationError(f"cannot read panoptic PNG {str(path)!r}: {err}") from err
-    return _ids_from_rgb(pixels)
-
-
-_DECODERS = {"opencv": _read_opencv, "pillow": _read_pillow}
-
-
-@functools.cache
-def fastest_png_decoder() -> PngDecoder:
-    """The faster PNG decoder of this machine for panoptic PNGs: ``opencv`` or ``pillow``.
-
-    Decoding (zlib inflate) is most of the cost of reading a panoptic PNG, and which
-    library inflates faster depends on the zlib each wheel bundles (Pillow's zlib-ng is
-    faster on some machines, OpenCV's libpng on others). Both give identical ids, so this
-    times each once per process on a generated 512x1024 panoptic-like PNG (written by
-    both libraries, as ground truth and predictions come from either) and keeps the
-    faster. Takes about 0.1 s.
-    """
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    ids = np.zeros((512, 1024), np.uint32)
-    for _ in range(40):  # segments: rectangles of random 24-bit ids
-        y, x = rng.integers(0, 480), rng.integers(0, 960)
-        ids[y : y + rng.integers(8, 200), x : x + rng.integers(8, 400)] = rng.integers(1, 2**24)
-    rgb = id2rgb(ids)
-    with tempfile.TemporaryDirectory(prefix="panoptic_png_") as folder:
-        paths = [Path(folder) / "opencv.png", Path(folder) / "pillow.png"]
-        cv2.imwrite(str(paths[0]), np.ascontiguousarray(rgb[..., ::-1]))
-        Image.fromarray(rgb).save(paths[1])
-        seconds: dict[PngDecoder, float] = {}
-        for name in ("opencv", "pillow"):
-            read = _DECODERS[name]
-            best = float("inf")
-            for _ in range(3):
-                start = time.perf_counter()
-                for path in paths:
-                    read(path)
-                best = min(best, time.perf_counter() - start)
-            seconds[name] = best
-    choice: PngDecoder = min(seconds, key=lambda name: seconds[name])
-    _LOG.debug(
-        "PNG decoding: opencv %.1f ms, pillow %.1f ms; using %s",
-        1e3 * seconds["opencv"],
-        1e3 * seconds["pillow"],
-        choice,
-    )
-    return choice
-
-
-def read_panoptic_png(
-    path: str | Path, decoder: PngDecoder | Literal["auto"] = "auto"
-) -> npt.NDArray[np.uint32]:
-    """Read a panoptic PNG into segment ids.
-
-    Args:
-        path: An 8-bit RGB (or RGBA) PNG.
-        decoder: ``opencv``, ``pillow`` (identical ids) or ``auto``:
-            :func:`fastest_png_decoder`.
-
-    Returns:
-        [H, W] uint32 segment ids, 0 void.
-
-    Raises:
-        EvaluationError: The file is missing, unreadable or not 8-bit colour.
-    """
-    if decoder == "auto":
-        decoder = fastest_png_decoder()
-    return _DECODERS[decoder](path)
 
 
 def write_panoptic_png(path: str | Path, ids: npt.NDArray[np.integer[Any]]) -> None:
