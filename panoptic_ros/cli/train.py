@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=progress_enabled(args),
         device=args.device,
+        soft_targets=data.soft_targets,
     )
     rows: list[list[object]] = [
         ["steps", outcome.steps],
