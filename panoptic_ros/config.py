@@ -899,11 +899,17 @@ def load_config(
         ros = _ros_parameters(document)
         flat = dict(ros) if ros is not None else flatten_config(document)
         values.update({k: v for k, v in flat.items() if not k.startswith(ignore_unknown_prefixes)})
+    override_values = dict(parse_override(o) for o in overrides)
     try:
         config = config_from_flat(values)
     except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from err
-    override_values = dict(parse_override(o) for o in overrides)
+        # A rule across fields that the overrides settle (a file naming train.dataset and
+        # --set giving its dataset_root) holds for the merged values; report the file's
+        # error only when the merge does not settle it.
+        try:
+            return config_from_flat({**values, **override_values})
+        except ConfigError:
+            raise ConfigError(f"{source}: {err}") from err
     try:
         return config_from_flat(override_values, base=config)
     except ConfigError as err:
