@@ -34,16 +34,16 @@ def check_output(output: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> 
     for item in inputs:
         source = Path(item).resolve()
         if resolved == source:
-            where = "is"
+            how = "the same path"
         elif resolved.is_relative_to(source):
-            where = "is inside"
+            how = "inside it"
         elif source.is_relative_to(resolved):
-            where = "contains"
+            how = "contains it"
         else:
             continue
         raise ConfigError(
-            f"output {str(output)!r} {where} the input {str(item)!r}; choose another output "
-            "(inputs are never replaced)"
+            f"output {str(output)!r} overlaps the input {str(item)!r} ({how}); choose another "
+            "output (inputs are never replaced)"
         )
     if (output.exists() or output.is_symlink()) and not overwrite:
         raise ConfigError(f"output {str(output)!r} exists; pass --overwrite to replace it")

@@ -246,7 +246,7 @@ class PanopticPipeline:
         self, backend: FusedBackend, letterbox: Letterbox, timings: StageTimings
     ) -> FrameResult:
         """A model with the fusion folded in: only the mapping to camera pixels is left."""
-        from panoptic_ros.export.fused import cells_from_fused
+        from panoptic_ros.fusion.fused_outputs import cells_from_fused
 
         start = time.perf_counter_ns()
         semantic, instance, table, count = backend.infer_fused(self._input)

@@ -185,6 +185,8 @@ def test_quantize_command_refuses_contradicting_options(
         ]
     )
     assert code == 1
+    # Refused before anything is written (the FP16 models used to come first).
+    assert not (tmp_path / "q").exists()
 
 
 @pytest.mark.slow

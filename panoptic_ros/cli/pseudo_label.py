@@ -14,6 +14,7 @@ from panoptic_ros.cli.common import (
     check_output,
     format_table,
     progress_enabled,
+    require_extra,
 )
 from panoptic_ros.errors import BagError, ConfigError, first_line
 
@@ -127,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     from panoptic_ros.pseudo.writer import PseudoDatasetWriter
 
     # Everything the user gave is checked before a teacher is loaded or a file written.
+    require_extra("cpu", ("onnxruntime",))  # the teachers run in ONNX Runtime
+    require_extra("opencv", ("cv2",))
     labels = CITYSCAPES
     specs = read_teacher_specs(args.teachers, labels, args.teachers_dir)
     settings = LabelSettings(
@@ -142,13 +145,6 @@ def run(args: argparse.Namespace) -> int:
     sources = open_sources(list(args.inputs), subsampling, args.topic)
     # Resuming into OUTPUT is the point; only an output overlapping an input is refused.
     check_output(args.output, overwrite=True, inputs=list(args.inputs))
-    try:
-        import onnxruntime  # noqa: F401
-    except ModuleNotFoundError as err:
-        raise ConfigError(
-            "pseudo-label runs the teachers with ONNX Runtime; install the '[cpu]' extra: "
-            "pip install 'panoptic_ros[cpu]'"
-        ) from err
     from panoptic_ros.pseudo.teachers import load_teachers
 
     teachers = load_teachers(specs, labels, args.threads)
