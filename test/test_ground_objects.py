@@ -179,7 +179,7 @@ def test_distortion_is_undone(model: str) -> None:
         result = frame([(column - 20, row - 30, column + 20, row)])
         (obj,) = locate_objects(result, camera, pose, PARAMS).objects
         # Exact: the ray through (column, row + 0.5) undistorted, then the closed form.
-        rays_origin, rays = camera.pixel_rays(
+        _, rays = camera.pixel_rays(
             np.array([[float(column), row + 0.5]]), rectified=False
         )
         ray_ground = rays[0] @ np.linalg.inv(pose)[:3, :3].T
