@@ -52,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from panoptic_ros.camera_model import CameraModel
+from panoptic_ros.config import GridConfig, ObjectsConfig, parse_length_prior
 from panoptic_ros.errors import ConfigError
 from panoptic_ros.results import FrameResult, Instance
 
@@ -62,7 +63,6 @@ __all__ = [
     "GroundObjects",
     "ObjectParams",
     "locate_objects",
-    "parse_length_prior",
 ]
 
 #: Why an instance got no ground object, in the order the checks run.
@@ -73,51 +73,16 @@ LEFT_OUT_REASONS: Final = (
     "beyond_max_range",
 )
 
-#: Typical lengths in metres (along the viewing ray) of the Cityscapes thing classes.
+#: Typical lengths in metres (along the viewing ray) of the Cityscapes thing classes: the
+#: default of ``objects.length_prior``.
 DEFAULT_LENGTH_PRIOR_M: Final[Mapping[str, float]] = MappingProxyType(
-    {
-        "car": 4.5,
-        "truck": 8.0,
-        "bus": 12.0,
-        "train": 20.0,
-        "person": 0.6,
-        "rider": 1.8,
-        "bicycle": 1.8,
-        "motorcycle": 2.1,
-    }
+    parse_length_prior(ObjectsConfig().length_prior)
 )
 
 # Below this height (m) above its ground plane a camera cannot see the ground ahead.
 _MIN_CAMERA_HEIGHT_M: Final = 0.01
 # Variance of an unobserved yaw: a uniform angle over a full turn.
 _UNKNOWN_YAW_VARIANCE: Final = math.pi**2 / 3
-
-
-def parse_length_prior(entries: tuple[str, ...] | list[str]) -> dict[str, float]:
-    """Read ``'NAME=METRES'`` entries (``objects.length_prior``) into a mapping.
-
-    Raises:
-        ConfigError: An entry without ``=``, an empty name, a repeated name, or a length that
-            is not a positive number.
-    """
-    lengths: dict[str, float] = {}
-    for entry in entries:
-        name, sep, value = str(entry).partition("=")
-        name = name.strip()
-        if not sep or not name:
-            raise ConfigError(f"length prior {entry!r} must look like NAME=METRES (car=4.5)")
-        try:
-            metres = float(value)
-        except ValueError:
-            raise ConfigError(
-                f"length prior {entry!r}: {value.strip()!r} is not a number"
-            ) from None
-        if not math.isfinite(metres) or metres <= 0:
-            raise ConfigError(f"length prior {entry!r} must be a positive length in metres")
-        if name in lengths:
-            raise ConfigError(f"length prior names {name!r} twice")
-        lengths[name] = metres
-    return lengths
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +106,19 @@ class ObjectParams:
     length_prior_m: Mapping[str, float] = field(default_factory=lambda: DEFAULT_LENGTH_PRIOR_M)
     default_length_m: float = 1.0
     rectified: bool = False
+
+    @classmethod
+    def from_config(cls, objects: ObjectsConfig, grid: GridConfig) -> ObjectParams:
+        """The settings of sections ``objects`` and ``grid`` (rectified or raw images)."""
+        return cls(
+            max_range_m=objects.max_range_m,
+            tilt_sigma_deg=objects.tilt_sigma_deg,
+            pixel_sigma_px=objects.pixel_sigma_px,
+            contact_percentile=objects.contact_percentile,
+            length_prior_m=MappingProxyType(parse_length_prior(objects.length_prior)),
+            default_length_m=objects.default_length_m,
+            rectified=grid.image_is_rectified,
+        )
 
     def length_of(self, class_name: str) -> float:
         """The length prior of a class (``default_length_m`` when it has none)."""

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 
 from panoptic_ros.camera_model import CameraModel, camera_info_topic
+from panoptic_ros.config import GridConfig, ObjectsConfig, parse_length_prior
 from panoptic_ros.errors import ConfigError
 from panoptic_ros.ground_objects import (
+    DEFAULT_LENGTH_PRIOR_M,
     LEFT_OUT_REASONS,
     ObjectParams,
     locate_objects,
-    parse_length_prior,
 )
 from panoptic_ros.results import FrameResult, Instance
 from panoptic_ros.tracking import InstanceTracker
@@ -179,9 +180,7 @@ def test_distortion_is_undone(model: str) -> None:
         result = frame([(column - 20, row - 30, column + 20, row)])
         (obj,) = locate_objects(result, camera, pose, PARAMS).objects
         # Exact: the ray through (column, row + 0.5) undistorted, then the closed form.
-        _, rays = camera.pixel_rays(
-            np.array([[float(column), row + 0.5]]), rectified=False
-        )
+        _, rays = camera.pixel_rays(np.array([[float(column), row + 0.5]]), rectified=False)
         ray_ground = rays[0] @ np.linalg.inv(pose)[:3, :3].T
         depression = math.atan2(-ray_ground[2], math.hypot(*ray_ground[:2]))
         assert obj.range_m == pytest.approx(H / math.tan(depression), rel=1e-9)
@@ -335,6 +334,16 @@ def test_length_prior_entries() -> None:
     params = ObjectParams(length_prior_m={"car": 4.0}, default_length_m=0.7)
     assert params.length_of("car") == 4.0
     assert params.length_of("dog") == 0.7
+    assert DEFAULT_LENGTH_PRIOR_M["car"] == 4.5
+    configured = ObjectParams.from_config(
+        ObjectsConfig(length_prior=("bus=10",), max_range_m=30.0),
+        GridConfig(image_is_rectified=True),
+    )
+    assert configured.length_of("bus") == 10.0
+    assert configured.length_of("car") == 1.0
+    assert (configured.max_range_m, configured.rectified) == (30.0, True)
+    with pytest.raises(ConfigError, match=r"objects\.length_prior entry 'car'"):
+        ObjectsConfig(length_prior=("car",))
 
 
 def test_camera_info_topic() -> None:

@@ -15,10 +15,14 @@ class TransformListener:
         node.create_subscription(
             TFMessage,
             "/tf_static",
-            self._callback,
+            self._static_callback,
             QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL),
         )
 
     def _callback(self, message: Any) -> None:
         for transform in message.transforms:
             self.buffer.set_transform(transform, "default_authority")
+
+    def _static_callback(self, message: Any) -> None:
+        for transform in message.transforms:
+            self.buffer.set_transform_static(transform, "default_authority")
