@@ -5,7 +5,9 @@
     output_dir/
       panoptic/       rosbag2 (MCAP): <namespace>/drivable_mask, semantic, instance_ids,
                       instances, overlay; one message per processed frame on each, with
-                      the input header, at the input message's log time
+                      the input header, at the input message's log time; and
+                      <namespace>/objects, objects_markers (ground frame, image stamp)
+                      when the bag holds the camera's CameraInfo and /tf_static
       overlay.mp4     the overlay as a video (unless replay.write_video is false)
       summary.json    frames, skipped frames and why, fps, per-stage p50/p99, topics, files
       config.yaml     the resolved configuration (when the caller passes one)
@@ -47,15 +49,19 @@ from panoptic_ros.bags import (
     publish_folder,
     staging_path,
 )
-from panoptic_ros.config import RenderConfig, ReplayConfig
+from panoptic_ros.config import GridConfig, ObjectsConfig, RenderConfig, ReplayConfig
 from panoptic_ros.errors import BagError, CodecError
 from panoptic_ros.labels import LabelSpace
 from panoptic_ros.render import render_overlay
+from panoptic_ros.replay_objects import ReplayGround
 from panoptic_ros.results import FrameResult
 from panoptic_ros.ros_messages import (
+    GROUND_TOPICS,
     OUTPUT_TOPICS,
     MessageClasses,
     build_output_messages,
+    object_detection_array,
+    object_markers,
     stamp_ns,
 )
 from panoptic_ros.tracking import InstanceTracker
@@ -147,6 +153,8 @@ class ReplaySummary:
         backend: ``pipeline.describe()``.
         video_fps: Frame rate of ``overlay.mp4``; None when no video was written.
         versions: Library versions of the run.
+        objects: Ground objects: frames written, frames without (by reason), instances
+            left out (by reason); empty when the bag had no CameraInfo or /tf_static.
     """
 
     input_bag: str
@@ -163,6 +171,7 @@ class ReplaySummary:
     backend: str
     video_fps: float | None
     versions: Mapping[str, str] = field(default_factory=dict)
+    objects: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready mapping."""
@@ -188,6 +197,7 @@ class ReplaySummary:
             "backend": self.backend,
             "video_fps": None if self.video_fps is None else round(self.video_fps, 3),
             "versions": dict(self.versions),
+            "objects": dict(self.objects),
         }
 
     def format_table(self) -> str:
@@ -204,6 +214,16 @@ class ReplaySummary:
         lines.append("")
         for reason, count in self.skipped_reasons.items():
             lines.append(f"skipped  {count} x {reason}")
+        if self.objects:
+            left_out = ", ".join(
+                f"{n} {reason}" for reason, n in self.objects["left_out"].items() if n
+            )
+            lines.append(
+                f"objects  {self.objects['frames']} frames placed on the ground"
+                + (f"; left out: {left_out}" if left_out else "")
+            )
+            for reason, count in self.objects["frames_without"].items():
+                lines.append(f"objects  {count} frames without: {reason}")
         lines += [f"topic    {t} ({n} msgs)" for t, n in self.topics_written.items()]
         lines += [f"wrote    {Path(self.output_dir) / name}" for name in self.files]
         return "\n".join(lines)
@@ -341,6 +361,8 @@ def run_replay(
     progress: bool = True,
     tracker: ReplayTracker | None = None,
     config_dump: Mapping[str, Any] | None = None,
+    grid: GridConfig | None = None,
+    objects: ObjectsConfig | None = None,
 ) -> ReplaySummary:
     """Replay a bag's image topic through ``pipeline`` and write the outputs.
 
@@ -355,6 +377,9 @@ def run_replay(
         progress: Show a progress bar on stderr (only when stderr is a terminal).
         tracker: Assigns persistent ids; default a new ``InstanceTracker``.
         config_dump: The resolved configuration, saved as ``config.yaml``.
+        grid: Ground frame and rectification of the ``objects`` output (default settings
+            when None).
+        objects: Geometry settings of the ``objects`` output (defaults when None).
 
     Returns:
         The summary (also saved as ``summary.json``).
@@ -377,6 +402,11 @@ def run_replay(
             raise BagError(f"topic {chosen!r} of {str(bag)!r} has no messages; nothing to replay")
         if config.max_frames:
             total = min(total, config.max_frames)
+        ground = (
+            ReplayGround.from_bag(reader, chosen, grid or GridConfig(), objects or ObjectsConfig())
+            if config.write_objects
+            else None
+        )
         staging = staging_path(output_dir)
         try:
             output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -397,6 +427,7 @@ def run_replay(
                 render=render,
                 progress=progress,
                 config_dump=config_dump,
+                ground=ground,
             )
             if summary.frames + summary.skipped == 0:
                 raise BagError(
@@ -431,12 +462,15 @@ def _replay_into(
     render: RenderConfig,
     progress: bool,
     config_dump: Mapping[str, Any] | None,
+    ground: ReplayGround | None = None,
 ) -> ReplaySummary:
     """Process every frame into ``staging``; returns the summary (written there too)."""
     typestore = make_typestore()
     classes = MessageClasses.from_typestore(typestore)
     namespace = config.output_namespace.rstrip("/")
     topics = {name: f"{namespace}/{name}" for name in OUTPUT_TOPICS}
+    ground_topics = {name: f"{namespace}/{name}" for name in GROUND_TOPICS}
+    colors = {c.name: c.color_rgb for c in pipeline.labels.classes}
     timings: dict[str, list[float]] = {stage: [] for stage in STAGES}
     skipped: dict[str, int] = {}
     processed = 0
@@ -457,6 +491,9 @@ def _replay_into(
         with BagWriter(staging / BAG_DIRNAME, storage="mcap", typestore=typestore) as writer:
             for name, msgtype in OUTPUT_TOPICS.items():
                 writer.add_topic(topics[name], msgtype)
+            if ground is not None:
+                for name, msgtype in GROUND_TOPICS.items():
+                    writer.add_topic(ground_topics[name], msgtype)
             for index, (log_time_ns, msg) in enumerate(reader_messages):
                 if config.max_frames and index >= config.max_frames:
                     break
@@ -492,10 +529,26 @@ def _replay_into(
                 stage_start = time.perf_counter_ns()
                 messages = build_output_messages(classes, msg.header, result, overlay_bgr=overlay)
                 payloads = {name: writer.serialize(m) for name, m in messages.items()}
+                ground_payloads = {}
+                located = ground.locate(log_time_ns, msg.header, result) if ground else None
+                if ground is not None and located is not None:
+                    stamp = msg.header.stamp
+                    ground_payloads = {
+                        "objects": writer.serialize(
+                            object_detection_array(classes, stamp, ground.frame_id, located.objects)
+                        ),
+                        "objects_markers": writer.serialize(
+                            object_markers(classes, stamp, ground.frame_id, located.objects, colors)
+                        ),
+                    }
                 messages_ms = _ms_since(stage_start)
 
                 for name, data in payloads.items():
                     writer.write_serialized(topics[name], OUTPUT_TOPICS[name], data, log_time_ns)
+                for name, data in ground_payloads.items():
+                    writer.write_serialized(
+                        ground_topics[name], GROUND_TOPICS[name], data, log_time_ns
+                    )
                 if video is not None:
                     video.add(overlay, stamp_ns(msg.header) or log_time_ns)
 
@@ -511,7 +564,8 @@ def _replay_into(
                     timings[stage].append(value)
                 timings["total"].append(_ms_since(frame_start))
                 processed += 1
-            topics_written = {t: writer.counts.get(t, 0) for t in topics.values()}
+            written = [*topics.values(), *(ground_topics.values() if ground else ())]
+            topics_written = {t: writer.counts.get(t, 0) for t in written}
         files = [BAG_DIRNAME]
         if video is not None:
             if video.close():
@@ -546,6 +600,7 @@ def _replay_into(
         backend=pipeline.describe(),
         video_fps=video.fps if video is not None and VIDEO_FILENAME in files else None,
         versions=_versions(),
+        objects=ground.summary() if ground is not None else {},
     )
     (staging / SUMMARY_FILENAME).write_text(
         json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8"
