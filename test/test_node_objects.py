@@ -7,6 +7,7 @@ Same set-up as test_node.py (its fixture, probe and fake pipeline): the fake car
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -213,3 +214,22 @@ def test_no_camera_info_says_so_once(ros: Any) -> None:
         assert lines == ["front: no CameraInfo yet; objects skipped"]
     finally:
         node.destroy_node()
+
+
+def test_rviz_layout_shows_objects_beside_the_grid_in_the_ground_frame() -> None:
+    import yaml
+
+    layout = yaml.safe_load(
+        (Path(__file__).parent.parent / "rviz" / "panoptic.rviz").read_text(encoding="utf-8")
+    )
+    manager = layout["Visualization Manager"]
+    assert manager["Global Options"]["Fixed Frame"] == "base_footprint"
+    displays = {d["Topic"]["Value"]: d for d in manager["Displays"] if "Topic" in d}
+    grid = displays["/panoptic/front/drivable_grid"]
+    markers = displays["/panoptic/front/objects_markers"]
+    plugin = displays["/panoptic/front/objects"]
+    assert grid["Enabled"] and markers["Enabled"]
+    assert markers["Class"] == "rviz_default_plugins/MarkerArray"
+    # vision_msgs' RViz plugin is optional: present in the layout, off by default.
+    assert plugin["Class"] == "vision_msgs_rviz_plugins/Detection3DArray"
+    assert not plugin["Enabled"]
