@@ -1321,6 +1321,7 @@ ROS_MODULES = (
     "vision_msgs",
     "diagnostic_msgs",
     "nav_msgs",
+    "visualization_msgs",
     "tf2_msgs",
     "tf2_ros",
     "standin_messages",
