@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from panoptic_ros.errors import ConfigError
 
-__all__ = ["CameraModel", "camera_info_topic", "transform_matrix"]
+__all__ = ["CameraModel", "camera_info_topic", "rigid_inverse", "transform_matrix"]
 
 # Iterative undistortion: stop after this many steps or below this change (normalised units).
 _UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 100, 1e-12)
@@ -191,6 +191,15 @@ class CameraModel:
             origins = np.zeros((count, 3))
         directions = directions / np.linalg.norm(directions, axis=1, keepdims=True)
         return origins, directions
+
+
+def rigid_inverse(matrix: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Inverse of a [4, 4] rotation + translation transform (exact, no LAPACK call)."""
+    rotation = matrix[:3, :3]
+    inverse = np.eye(4)
+    inverse[:3, :3] = rotation.T
+    inverse[:3, 3] = -(rotation.T @ matrix[:3, 3])
+    return inverse
 
 
 def transform_matrix(

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from panoptic_ros.camera_model import transform_matrix
+from panoptic_ros.camera_model import rigid_inverse, transform_matrix
 from panoptic_ros.errors import TransformError
 
 __all__ = ["TransformTree"]
@@ -160,4 +160,4 @@ class TransformTree:
             )
         common_from_source = self._root_from(up_source[: up_source.index(common) + 1], stamp_ns)
         common_from_target = self._root_from(up_target[: up_target.index(common) + 1], stamp_ns)
-        return np.linalg.inv(common_from_target) @ common_from_source
+        return rigid_inverse(common_from_target) @ common_from_source

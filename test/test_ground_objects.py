@@ -350,3 +350,30 @@ def test_camera_info_topic() -> None:
     assert camera_info_topic("/cam/image_raw") == "/cam/camera_info"
     assert camera_info_topic("/cam/image_raw/compressed") == "/cam/camera_info"
     assert camera_info_topic("image") == "camera_info"
+
+
+def test_contact_row_is_numpys_lower_percentile() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        ids = np.zeros((200, 300), np.uint16)
+        width = int(rng.integers(1, 60))
+        bottoms = rng.integers(120, 180, size=width)
+        for column, bottom in enumerate(bottoms):
+            ids[100 : bottom + 1, 50 + column] = 1
+        instance = Instance(
+            1, 13, "car", 0.9, (50, 100, 50 + width - 1, int(bottoms.max())), 1, (0.0, 0.0)
+        )
+        zeros = np.zeros(ids.shape, np.uint8)
+        result = FrameResult(zeros, ids, zeros, (instance,))
+        percentile = float(rng.uniform(50, 100))
+        camera = CameraModel(
+            300,
+            200,
+            np.array([[200.0, 0, 150], [0, 200, 100], [0, 0, 1]]),
+            np.zeros(5),
+            "plumb_bob",
+            np.eye(3, 4),
+        )
+        params = replace(PARAMS, contact_percentile=percentile, max_range_m=1000.0)
+        (obj,) = locate_objects(result, camera, camera_from_ground(pitch=0.3), params).objects
+        assert obj.contact_px[1] == np.percentile(bottoms, percentile, method="lower") + 0.5
