@@ -46,6 +46,9 @@ TORCH = [
     "tensorboard>=2.14",
 ]
 ONNX = ["onnx>=1.14", "onnxruntime>=1.17"]
+OPENCV = ["opencv-python-headless>=4.6"]
+# ONNX Runtime's quantisation tools (quantize) need sympy, which onnxruntime does not declare.
+QUANTIZE = ["sympy>=1.12"]
 
 setup(
     name=PACKAGE,
@@ -62,10 +65,13 @@ setup(
     # python3-opencv via rosdep): nothing here forces NumPy 2, and OpenCV's wheel is an extra.
     install_requires=["numpy>=1.22", "PyYAML>=5.4", "tqdm>=4.60", "rosbags>=0.10.4"],
     extras_require={
-        "opencv": ["opencv-python-headless>=4.6"],
+        # Which extra each command needs: README "Install" (the table).
+        "opencv": OPENCV,
         "cpu": ONNX,
-        "train": TORCH + ONNX,
-        "tensorrt": ["tensorrt>=10.0", "pycuda>=2022.1"],
+        # train, export and quantize (synthetic scenes and calibration frames use OpenCV).
+        "train": TORCH + ONNX + OPENCV + QUANTIZE,
+        # build-engine reads the model's metadata with onnx.
+        "tensorrt": ["tensorrt>=10.0", "pycuda>=2022.1", "onnx>=1.14"],
         "dev": [
             "pytest>=7.4",
             "pytest-benchmark>=4.0",
@@ -85,6 +91,7 @@ setup(
         "console_scripts": [
             "panoptic-ros = panoptic_ros.cli.main:main",
             "panoptic_node = panoptic_ros.ros.node:main",
+            "panoptic_lifecycle_node = panoptic_ros.ros.node:lifecycle_main",
         ],
     },
     zip_safe=False,

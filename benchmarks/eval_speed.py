@@ -465,7 +465,6 @@ def run_benchmark(
     folders: CaseFolders,
     count: int,
     workers: int,
-    decoder: str = "auto",
     *,
     cityscapes: bool = True,
     repeat: int = 1,
@@ -481,7 +480,6 @@ def run_benchmark(
         folders: The generated cases.
         count: Their number (for images/s).
         workers: Our processes in the parallel run.
-        decoder: Our PNG decoder (``auto`` decides once, before any timing).
         cityscapes: Also time cityscapesscripts.
         repeat: Rounds (best time kept).
         progress: Called with each evaluator's label before it runs (e.g. ``print``).
@@ -490,11 +488,8 @@ def run_benchmark(
         A JSON-able report: seconds and images/s per evaluator, the ratios, the largest
         difference of each result from ``pq_compute_single_core``, machine and versions.
     """
-    from panoptic_ros.data.panoptic_format import fastest_png_decoder
-
     gt = json.loads(folders.gt_json.read_text())
     categories = {row["id"]: row for row in gt["categories"]}
-    chosen = fastest_png_decoder() if decoder == "auto" else decoder
     # Warm the page cache so no evaluator pays for the first read from disk.
     for folder in (folders.gt_dir, folders.pred_dir):
         for path in folder.iterdir():
@@ -503,12 +498,8 @@ def run_benchmark(
         "official_pq_compute": functools.partial(official_pq_compute, folders),
         "official_single_core": functools.partial(official_single_core, folders),
         "official_cityscapes": functools.partial(official_cityscapes, folders),
-        "ours_1_worker": functools.partial(
-            evaluate_folders, *_args(folders), workers=1, decoder=chosen
-        ),
-        "ours_n_workers": functools.partial(
-            evaluate_folders, *_args(folders), workers=workers, decoder=chosen
-        ),
+        "ours_1_worker": functools.partial(evaluate_folders, *_args(folders), workers=1),
+        "ours_n_workers": functools.partial(evaluate_folders, *_args(folders), workers=workers),
     }
     if not cityscapes:
         del jobs["official_cityscapes"]
@@ -550,7 +541,6 @@ def run_benchmark(
         "load_average_after": load_after,
         "versions": _versions(),
         "workers": workers,
-        "decoder": chosen,
         "repeat": repeat,
         "seconds": seconds,
         "seconds_per_round": rounds,
@@ -600,7 +590,7 @@ def profile_stages(folders: CaseFolders, count: int) -> dict[str, float]:
             times.append(time.perf_counter() - start)
         return 1e3 * min(times) / len(pairs)
 
-    ids = [(read_panoptic_png(g, "opencv"), read_panoptic_png(q, "opencv")) for g, q in paths]
+    ids = [(read_panoptic_png(g), read_panoptic_png(q)) for g, q in paths]
 
     def official_sorts(index: int) -> None:
         gt_ids, pred_ids = ids[index]
@@ -611,7 +601,7 @@ def profile_stages(folders: CaseFolders, count: int) -> dict[str, float]:
     stages = {
         "decode_opencv": lambda i: [cv2.imread(f, cv2.IMREAD_UNCHANGED) for f in paths[i]],
         "decode_pillow": lambda i: [np.asarray(Image.open(f)) for f in paths[i]],
-        "ours_read": lambda i: [read_panoptic_png(f, "opencv") for f in paths[i]],
+        "ours_read": lambda i: [read_panoptic_png(f) for f in paths[i]],
         "ours_score": lambda i: score_panoptic_image(
             ids[i][0],
             pairs[i][0]["segments_info"],
@@ -649,7 +639,6 @@ def format_report(report: Mapping[str, Any]) -> str:
     lines.append(
         f"{report['images']} images {report.get('size', '')}, {report['cpus_available']} CPUs "
         f"({report['cpu']}){load}, best of {report['repeat']}; "
-        f"our PNG decoder {report['decoder']}; "
         f"PQ {100 * report['pq']:.2f}; largest difference from pq_compute_single_core "
         f"{report['max_abs_difference']:.1e}"
     )
@@ -667,9 +656,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", default="1024x2048", help="HxW of the cases")
     parser.add_argument("--workers", type=int, default=default_workers(), help="our processes")
     parser.add_argument("--scenes", type=int, default=100, help="distinct scene seeds at most")
-    parser.add_argument(
-        "--decoder", choices=["auto", "opencv", "pillow"], default="auto", help="our PNG decoder"
-    )
     parser.add_argument(
         "--no-cityscapes", action="store_true", help="do not time cityscapesscripts"
     )
@@ -719,7 +705,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             folders,
             args.count,
             args.workers,
-            args.decoder,
             cityscapes=not args.no_cityscapes,
             repeat=max(1, args.repeat),
             progress=lambda label: print(f"timing {label} ...", file=sys.stderr, flush=True),

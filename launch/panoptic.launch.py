@@ -5,9 +5,13 @@ Examples:
   ros2 launch panoptic_ros panoptic.launch.py image_topic:=/front_camera/image_raw
   ros2 launch panoptic_ros panoptic.launch.py params_file:=/path/vehicle.yaml rviz:=true
   ros2 launch panoptic_ros panoptic.launch.py model_file_path:=/models/city.onnx backend:=tensorrt
+  ros2 launch panoptic_ros panoptic.launch.py managed:=true
+  ros2 lifecycle set /panoptic/panoptic_node configure   # then: activate
 
 The camera, transport, model and backend arguments are empty by default: the params file
 decides, and an argument overrides it only when given (panoptic_ros.ros.launch_arguments).
+With managed:=true the node is a lifecycle node under the same name: it loads nothing and
+publishes nothing until configured and activated (ros2 lifecycle set, a lifecycle manager).
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from typing import Any
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchContext, LaunchDescription
 from panoptic_ros.ros.launch_arguments import (
+    EXECUTABLES,
     FROM_PARAMS_FILE,
+    MANAGED_CHOICES,
     PARAMETER_ARGUMENTS,
+    is_managed,
     node_parameter_overrides,
 )
 
@@ -32,10 +39,13 @@ def _node(context: LaunchContext, *_: Any) -> list[Node]:
     """The node, given the params file and only the overriding arguments actually set."""
     given = {name: LaunchConfiguration(name).perform(context) for name in PARAMETER_ARGUMENTS}
     use_sim_time = LaunchConfiguration("use_sim_time").perform(context) == "true"
+    managed = is_managed(LaunchConfiguration("managed").perform(context))
+    # LifecycleNode is a Node action that also routes lifecycle launch events to the node.
+    node_action = LifecycleNode if managed else Node
     return [
-        Node(
+        node_action(
             package="panoptic_ros",
-            executable="panoptic_node",
+            executable=EXECUTABLES[managed],
             name="panoptic_node",
             namespace=LaunchConfiguration("namespace"),
             output="screen",
@@ -101,6 +111,15 @@ def generate_launch_description() -> LaunchDescription:
             default_value="false",
             choices=["true", "false"],
             description="use /clock (bag replay with --clock)",
+        ),
+        DeclareLaunchArgument(
+            "managed",
+            default_value=MANAGED_CHOICES[0],
+            choices=list(MANAGED_CHOICES),
+            description="start the managed (lifecycle) node instead, under the same name: it "
+            "loads the model on configure and publishes only while active; bring it up with "
+            "ros2 lifecycle set <namespace>/panoptic_node configure, then activate, or with a "
+            "lifecycle manager",
         ),
         DeclareLaunchArgument(
             "rviz",

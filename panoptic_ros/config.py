@@ -29,6 +29,7 @@ from panoptic_ros.errors import ConfigError, first_line
 __all__ = [
     "BackendConfig",
     "BackendName",
+    "CameraAugment",
     "Config",
     "DatasetConfig",
     "DatasetName",
@@ -42,6 +43,7 @@ __all__ = [
     "Precision",
     "RenderConfig",
     "ReplayConfig",
+    "ScaleReference",
     "TrainConfig",
     "config_fields",
     "config_from_flat",
@@ -58,6 +60,10 @@ BackendName = Literal["auto", "tensorrt", "onnxruntime", "torch"]
 Precision = Literal["fp32", "fp16", "int8"]
 #: Where training images come from.
 DatasetName = Literal["synthetic", "cityscapes", "coco"]
+#: What ``train.scale_min/max`` are relative to.
+ScaleReference = Literal["auto", "inference", "stored"]
+#: Whether hue and blur augmentation (for real cameras) is on.
+CameraAugment = Literal["auto", "on", "off"]
 STRIDE = 32
 
 
@@ -636,6 +642,103 @@ class TrainConfig:
         minimum=0.1,
         maximum=8.0,
     )
+    scale_reference: ScaleReference = setting(
+        "auto",
+        "what scale_min/max multiply: inference = the letterbox scale that fits the stored "
+        "image into inference_height x inference_width (the scale the network sees when "
+        "deployed), stored = the stored image size; auto = inference for cityscapes/coco, "
+        "stored for synthetic",
+    )
+    inference_height: int = setting(
+        0,
+        "network input height the model will run at (scale_reference=inference); 0 = image_height",
+        minimum=0,
+        maximum=8192,
+    )
+    inference_width: int = setting(
+        0,
+        "network input width the model will run at (scale_reference=inference); 0 = image_width",
+        minimum=0,
+        maximum=8192,
+    )
+    flip: float = setting(0.5, "probability of a horizontal flip", minimum=0.0, maximum=1.0)
+    brightness: float = setting(
+        0.2, "largest relative brightness change (0.2 = +-20%)", minimum=0.0, maximum=1.0
+    )
+    contrast: float = setting(0.2, "largest relative contrast change", minimum=0.0, maximum=1.0)
+    saturation: float = setting(0.2, "largest relative saturation change", minimum=0.0, maximum=1.0)
+    camera_augment: CameraAugment = setting(
+        "auto",
+        "hue shift and blur (hue, blur_probability, blur_max_px) for real cameras: "
+        "auto = on for cityscapes/coco, off for synthetic",
+    )
+    hue: float = setting(
+        0.03,
+        "largest hue rotation as a fraction of the colour circle (0.03 = +-11 degrees)",
+        minimum=0.0,
+        maximum=0.5,
+    )
+    blur_probability: float = setting(
+        0.3,
+        "probability of blurring a training crop (half Gaussian, half motion blur)",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    blur_max_px: float = setting(
+        4.0,
+        "strongest blur in crop pixels: Gaussian sigma up to a quarter of it, or a "
+        "motion streak up to this long",
+        minimum=1.0,
+        maximum=64.0,
+    )
+    distill_weight: float = setting(
+        1.0,
+        "weight of the KL divergence to the teachers' soft targets, added to the hard-label "
+        "losses where the dataset has them (0 = hard labels only)",
+        minimum=0.0,
+        maximum=100.0,
+    )
+    distill_temperature: float = setting(
+        1.0,
+        "distillation temperature T: student and teacher softened by T, loss scaled by T^2",
+        minimum=0.1,
+        maximum=20.0,
+    )
+    synthetic_ratio: float = setting(
+        0.0,
+        "share of training samples drawn as synthetic scenes (at the crop size) among a "
+        "cityscapes/coco dataset's; 0 = none",
+        minimum=0.0,
+        maximum=0.95,
+    )
+    init_checkpoint: str = setting(
+        "",
+        "fine-tune: start from this panoptic_ros .safetensors checkpoint (a run's "
+        "model.safetensors or checkpoint_last.safetensors) instead of backbone_weights; "
+        "its classes must match the label space",
+    )
+
+    @property
+    def inference_hw(self) -> tuple[int, int]:
+        """(height, width) the model will run at: inference_height/width, else the crop."""
+        return (
+            self.inference_height or self.image_height,
+            self.inference_width or self.image_width,
+        )
+
+    @property
+    def scale_from_inference(self) -> bool:
+        """True when scale_min/max multiply the letterbox scale of the inference size."""
+        if self.scale_reference == "auto":
+            return self.dataset != "synthetic"
+        return self.scale_reference == "inference"
+
+    @property
+    def camera_augment_on(self) -> bool:
+        """True when hue and blur augmentation applies (camera_augment, resolved)."""
+        if self.camera_augment == "auto":
+            return self.dataset != "synthetic"
+        return self.camera_augment == "on"
 
     def __post_init__(self) -> None:
         for key in ("image_height", "image_width"):
@@ -656,6 +759,16 @@ class TrainConfig:
             raise ConfigError("train.eval_images=0 (a whole split) needs a real train.dataset")
         if not self.train_split:
             raise ConfigError("train.train_split must name a split, e.g. 'train'")
+        if self.dataset == "synthetic" and self.synthetic_ratio:
+            raise ConfigError(
+                "train.synthetic_ratio mixes synthetic scenes into a cityscapes or coco dataset; "
+                "with train.dataset=synthetic leave it 0"
+            )
+        for key in ("inference_height", "inference_width"):
+            if getattr(self, key) % STRIDE:
+                raise ConfigError(
+                    f"train.{key}={getattr(self, key)} must be a multiple of {STRIDE} (or 0)"
+                )
         if self.scale_min > self.scale_max:
             raise ConfigError(
                 f"train.scale_min={self.scale_min} is above train.scale_max={self.scale_max}; "
@@ -890,11 +1003,17 @@ def load_config(
         ros = _ros_parameters(document)
         flat = dict(ros) if ros is not None else flatten_config(document)
         values.update({k: v for k, v in flat.items() if not k.startswith(ignore_unknown_prefixes)})
+    override_values = dict(parse_override(o) for o in overrides)
     try:
         config = config_from_flat(values)
     except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from err
-    override_values = dict(parse_override(o) for o in overrides)
+        # A rule across fields that the overrides settle (a file naming train.dataset and
+        # --set giving its dataset_root) holds for the merged values; report the file's
+        # error only when the merge does not settle it.
+        try:
+            return config_from_flat({**values, **override_values})
+        except ConfigError:
+            raise ConfigError(f"{source}: {err}") from err
     try:
         return config_from_flat(override_values, base=config)
     except ConfigError as err:

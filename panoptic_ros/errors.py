@@ -13,6 +13,7 @@ __all__ = [
     "BagError",
     "CodecError",
     "ConfigError",
+    "DependencyError",
     "EngineError",
     "EvaluationError",
     "ModelFileError",
@@ -28,6 +29,10 @@ class PanopticError(Exception):
 
 class ConfigError(PanopticError):
     """A configuration file, override or parameter is invalid (names the dotted key)."""
+
+
+class DependencyError(PanopticError):
+    """An optional package a command needs is not installed (names the pip extra to add)."""
 
 
 class CodecError(PanopticError):

@@ -234,7 +234,7 @@ class PanopticPipeline:
 
     def _process_fused(self, letterbox: Letterbox, timings: StageTimings) -> FrameResult:
         """A model with the fusion folded in: only the mapping to camera pixels is left."""
-        from panoptic_ros.export.fused import cells_from_fused
+        from panoptic_ros.fusion.fused_outputs import cells_from_fused
 
         start = time.perf_counter_ns()
         semantic, instance, table, count = self.backend.infer_fused(self._input)  # type: ignore[attr-defined]

@@ -16,15 +16,20 @@ from panoptic_ros.errors import ModelFileError
 __all__ = [
     "DEFAULT_MODEL_NAME",
     "SAMPLE_BAG_NAME",
+    "SYNTHETIC_MODEL_NAME",
     "default_engine_cache_dir",
     "default_model_path",
     "find_share_file",
     "sample_bag_path",
     "share_dirs",
+    "synthetic_model_path",
 ]
 
 PACKAGE = "panoptic_ros"
 DEFAULT_MODEL_NAME = "panoptic_lite0_synthetic.onnx"
+#: The model trained on synthetic scenes only: exact labels on them, for tests and the
+#: synthetic evaluation; not for real cameras.
+SYNTHETIC_MODEL_NAME = "panoptic_lite0_synthetic.onnx"
 SAMPLE_BAG_NAME = "synthetic_street"
 
 
@@ -60,8 +65,13 @@ def find_share_file(relative: str) -> Path:
 
 
 def default_model_path() -> Path:
-    """Return the bundled demo model (ONNX, trained on synthetic scenes)."""
+    """Return the bundled default model (ONNX)."""
     return find_share_file(f"models/{DEFAULT_MODEL_NAME}")
+
+
+def synthetic_model_path() -> Path:
+    """Return the bundled model trained on synthetic scenes only (ONNX)."""
+    return find_share_file(f"models/{SYNTHETIC_MODEL_NAME}")
 
 
 def sample_bag_path() -> Path:

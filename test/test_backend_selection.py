@@ -12,6 +12,7 @@ from panoptic_ros.backends import base
 from panoptic_ros.backends.base import BackendRequest, create_backend
 from panoptic_ros.config import config_from_flat
 from panoptic_ros.errors import BackendError, ConfigError, ModelFileError
+from panoptic_ros.resources import DEFAULT_MODEL_NAME
 
 
 class _Started:
@@ -120,7 +121,7 @@ def test_auto_on_this_cpu_machine_runs_the_bundled_model_in_onnxruntime(
         created = create_backend(model, backend)
     try:
         assert created.name == "onnxruntime"
-        assert Path(created.model_path).name == "panoptic_lite0_synthetic.onnx"  # type: ignore[attr-defined]
+        assert Path(created.model_path).name == DEFAULT_MODEL_NAME  # type: ignore[attr-defined]
         assert any("chosen (runs everywhere)" in r.getMessage() for r in caplog.records)
     finally:
         created.close()

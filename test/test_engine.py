@@ -490,9 +490,9 @@ def _demo_backend(trt: types.ModuleType, tmp_path: Path, **kwargs: Any) -> Any:
     """A TensorRT backend (stand-in, CPU tensors as device memory) for the bundled model."""
     from panoptic_ros.backends.trt_backend import TensorRTBackend
     from panoptic_ros.export.onnx_export import read_onnx_metadata
-    from panoptic_ros.resources import default_model_path
+    from panoptic_ros.resources import synthetic_model_path
 
-    model = default_model_path()
+    model = synthetic_model_path()
     metadata = read_onnx_metadata(model)
     path, record = _build(trt, model, tmp_path, metadata=metadata, input_hw=DEMO_HW, **kwargs)
     return TensorRTBackend(path, metadata, DEMO_HW, device="cpu", dla_core=record.dla_core)
@@ -500,9 +500,9 @@ def _demo_backend(trt: types.ModuleType, tmp_path: Path, **kwargs: Any) -> Any:
 
 def _ort_backend(model: Path | None = None) -> Any:
     from panoptic_ros.backends.ort_backend import OnnxRuntimeBackend
-    from panoptic_ros.resources import default_model_path
+    from panoptic_ros.resources import synthetic_model_path
 
-    return OnnxRuntimeBackend(model or default_model_path(), device="cpu", num_threads=1)
+    return OnnxRuntimeBackend(model or synthetic_model_path(), device="cpu", num_threads=1)
 
 
 def _scene(index: int, hw: tuple[int, int] = DEMO_HW) -> np.ndarray:

@@ -172,17 +172,17 @@ def test_fusion_appended_to_the_demo_onnx_equals_numpy(tmp_path: Path) -> None:
     """append_fusion: the bundled heads model gains the fusion without its checkpoint."""
     from panoptic_ros.data.synthetic import HELD_OUT_SEED_START, generate_scene
     from panoptic_ros.export.fused import NETWORK_SCOPE, append_fusion
-    from panoptic_ros.resources import default_model_path
+    from panoptic_ros.resources import synthetic_model_path
 
     params = FusionParams(top_k=64)
-    path = append_fusion(default_model_path(), tmp_path / "demo.fused.onnx", params=params)
+    path = append_fusion(synthetic_model_path(), tmp_path / "demo.fused.onnx", params=params)
     stored = check_onnx_contract(path)
     assert (stored.contract.value, stored.max_instances) == ("fused", 64)
     assert stored.provenance["fusion"]["top_k"] == 64
     proto = __import__("onnx").load(str(path))
     assert sum(n.name.startswith(NETWORK_SCOPE) for n in proto.graph.node) > 100
     heads_session = ort.InferenceSession(
-        str(default_model_path()), providers=["CPUExecutionProvider"]
+        str(synthetic_model_path()), providers=["CPUExecutionProvider"]
     )
     fused_session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     instances = 0

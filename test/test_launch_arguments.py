@@ -9,8 +9,11 @@ import pytest
 
 from panoptic_ros.config import config_from_flat, load_config
 from panoptic_ros.ros.launch_arguments import (
+    EXECUTABLES,
     FROM_PARAMS_FILE,
+    MANAGED_CHOICES,
     PARAMETER_ARGUMENTS,
+    is_managed,
     node_parameter_overrides,
 )
 
@@ -85,7 +88,7 @@ def test_node_gets_the_params_file_first_then_only_the_given_arguments() -> None
         call
         for call in ast.walk(tree)
         if isinstance(call, ast.Call)
-        and getattr(call.func, "id", "") == "Node"
+        and getattr(call.func, "id", "") in ("Node", "node_action")
         and "'panoptic_node'" in ast.unparse(call)
     ]
     assert len(nodes) == 1
@@ -93,3 +96,45 @@ def test_node_gets_the_params_file_first_then_only_the_given_arguments() -> None
     assert isinstance(parameters, ast.List) and len(parameters.elts) == 2
     assert "params_file" in ast.unparse(parameters.elts[0])
     assert "node_parameter_overrides(" in ast.unparse(parameters.elts[1])
+
+
+def test_managed_picks_the_lifecycle_executable() -> None:
+    assert not is_managed("false")
+    assert is_managed("true")
+    assert EXECUTABLES[False] == "panoptic_node"
+    assert EXECUTABLES[True] == "panoptic_lifecycle_node"
+    with pytest.raises(ValueError, match="managed must be one of false, true, got 'yes'"):
+        is_managed("yes")
+
+
+def test_every_executable_is_a_console_script() -> None:
+    setup = (REPO / "setup.py").read_text(encoding="utf-8")
+    for executable in EXECUTABLES.values():
+        assert f'"{executable} = panoptic_ros.ros.node:' in setup, executable
+
+
+def _declared(launch_file: Path, name: str) -> dict[str, ast.expr]:
+    tree = ast.parse(launch_file.read_text(encoding="utf-8"))
+    for call in ast.walk(tree):
+        if (
+            isinstance(call, ast.Call)
+            and getattr(call.func, "id", "") == "DeclareLaunchArgument"
+            and isinstance(call.args[0], ast.Constant)
+            and call.args[0].value == name
+        ):
+            return {str(k.arg): k.value for k in call.keywords}
+    raise AssertionError(f"{launch_file.name} declares no {name!r}")
+
+
+def test_managed_argument_is_documented_with_choices_and_off_by_default() -> None:
+    launch_file = REPO / "launch" / "panoptic.launch.py"
+    keywords = _declared(launch_file, "managed")
+    assert ast.unparse(keywords["default_value"]) == "MANAGED_CHOICES[0]"
+    assert MANAGED_CHOICES[0] == "false"
+    assert ast.unparse(keywords["choices"]) == "list(MANAGED_CHOICES)"
+    description = ast.literal_eval(keywords["description"])
+    assert "lifecycle" in description and "ros2 lifecycle set" in description
+    source = launch_file.read_text(encoding="utf-8")
+    # The managed node is launch_ros' LifecycleNode action, under the same node name.
+    assert "node_action = LifecycleNode if managed else Node" in source
+    assert "executable=EXECUTABLES[managed]" in source

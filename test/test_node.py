@@ -38,6 +38,7 @@ ROS_MODULES = (
     "visualization_msgs",
     "tf2_msgs",
     "tf2_ros",
+    "lifecycle_msgs",
     "standin_messages",
 )
 

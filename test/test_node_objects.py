@@ -233,3 +233,40 @@ def test_rviz_layout_shows_objects_beside_the_grid_in_the_ground_frame() -> None
     # vision_msgs' RViz plugin is optional: present in the layout, off by default.
     assert plugin["Class"] == "vision_msgs_rviz_plugins/Detection3DArray"
     assert not plugin["Enabled"]
+
+
+def test_managed_node_publishes_objects_only_while_active(ros: Any) -> None:
+    """Objects publishers are lifecycle publishers: silent until activate, gone at cleanup."""
+    from rclpy.lifecycle import LifecyclePublisher, TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from panoptic_ros.ros.node import PanopticLifecycleNode
+
+    pipeline = FakePipeline()
+    parameters = {"node.publish_objects": True, "node.publish_objects_markers": True}
+    node = PanopticLifecycleNode(
+        namespace="/panoptic",
+        parameter_overrides=[Parameter(n, value=v) for n, v in parameters.items()],
+        pipeline_factory=lambda config: pipeline,
+    )
+    try:
+        probe = Probe(ros)
+        objects, markers, _ = listen_ground(probe)
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        # The stand-in keeps no transient-local messages: the mount after configure's listener.
+        publish_static(probe, mount())
+        ground = node._cameras["front"].ground_publishers
+        assert set(ground) == {"objects", "objects_markers"}
+        assert all(isinstance(p, LifecyclePublisher) for p in ground.values())
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        probe.publisher(type(camera_info()), "/camera/camera_info").publish(camera_info())
+        probe.image_pub.publish(image_message(np.zeros((60, 80, 3), np.uint8)))
+        wait_for(lambda: len(objects) == 1 and len(markers) == 1)
+        assert objects[0].header.frame_id == "base_footprint"
+        node.trigger_deactivate()
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        topics = [p.topic_name for p in node.publishers]
+        assert "/panoptic/front/objects" not in topics
+        assert "/panoptic/front/objects_markers" not in topics
+    finally:
+        node.destroy_node()

@@ -77,6 +77,24 @@ def test_mailbox_wakes_a_waiting_worker_and_closes() -> None:
     assert got[-1] is None
 
 
+def test_mailbox_reopens_after_close_without_stale_frames() -> None:
+    """A managed node deactivated and activated again: waits again, counts go on."""
+    mailbox: LatestFrameMailbox[int] = LatestFrameMailbox(("front",))
+    mailbox.offer("front", 1)
+    mailbox.offer("front", 2)  # drops 1
+    mailbox.close()
+    mailbox.offer("front", 3)  # arrives while closed (a callback in flight): stale
+    mailbox.reopen()
+    started = time.monotonic()
+    assert mailbox.take(timeout_s=0.2) is None  # waited: nothing stale, not closed
+    assert time.monotonic() - started >= 0.15
+    mailbox.offer("front", 4)
+    delivery = mailbox.take(timeout_s=1)
+    assert delivery is not None and delivery.message == 4
+    assert mailbox.received("front") == 4
+    assert mailbox.dropped("front") == 1
+
+
 def test_mailbox_rejects_unknown_camera() -> None:
     mailbox: LatestFrameMailbox[int] = LatestFrameMailbox(("front",))
     with pytest.raises(KeyError):

@@ -185,6 +185,8 @@ def test_quantize_command_refuses_contradicting_options(
         ]
     )
     assert code == 1
+    # Refused before anything is written (the FP16 models used to come first).
+    assert not (tmp_path / "q").exists()
 
 
 @pytest.mark.slow
@@ -193,9 +195,9 @@ def test_int8_demo_model_stays_within_one_pq_point(tmp_path: Path) -> None:
     from panoptic_ros.config import config_from_flat
     from panoptic_ros.evaluation.model_eval import evaluate_pipeline, held_out_synthetic
     from panoptic_ros.pipeline import PanopticPipeline
-    from panoptic_ros.resources import default_model_path
+    from panoptic_ros.resources import synthetic_model_path
 
-    source = default_model_path()
+    source = synthetic_model_path()
     target = tmp_path / "demo.int8.onnx"
     quantize_int8(source, target, calibration_frames(SAMPLE_BAG, (256, 512), count=16))
     scenes = held_out_synthetic(24, 256, 512)
@@ -279,15 +281,15 @@ def test_fp16_fused_demo_model_on_held_out_scenes(tmp_path: Path) -> None:
     from panoptic_ros.data.synthetic import HELD_OUT_SEED_START, generate_scene
     from panoptic_ros.export.fused import append_fusion, cells_from_fused
     from panoptic_ros.fusion import FusionParams, fuse_cells
-    from panoptic_ros.resources import default_model_path
+    from panoptic_ros.resources import synthetic_model_path
     from panoptic_ros.results import HeadOutputs
 
     params = FusionParams(top_k=64)
-    fp32 = append_fusion(default_model_path(), tmp_path / "demo.fused.onnx", params=params)
+    fp32 = append_fusion(synthetic_model_path(), tmp_path / "demo.fused.onnx", params=params)
     fp16 = tmp_path / "demo.fused.fp16.onnx"
     convert_fp16(fp32, fp16)
     heads16 = tmp_path / "demo.fp16.onnx"
-    labels = convert_fp16(default_model_path(), heads16).labels
+    labels = convert_fp16(synthetic_model_path(), heads16).labels
     sessions = {
         name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         for name, path in (("fp32", fp32), ("fp16", fp16), ("heads16", heads16))

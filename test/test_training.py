@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from panoptic_ros.config import config_from_flat  # noqa: E402
 from panoptic_ros.data.synthetic import generate_scene  # noqa: E402
+from panoptic_ros.errors import ConfigError  # noqa: E402
 from panoptic_ros.evaluation.model_eval import evaluate_torch_network, held_out_synthetic  # noqa: E402
 from panoptic_ros.fusion import FusionParams  # noqa: E402
 from panoptic_ros.labels import CITYSCAPES  # noqa: E402
@@ -635,3 +636,20 @@ def test_cli_refuses_a_missing_dataset_before_touching_the_output(
     assert _cli_train(output, settings) == 1
     assert "train.dataset_root=" in capsys.readouterr().err
     assert not output.exists()
+
+
+def test_set_settles_a_rule_across_the_config_files_fields(tmp_path: Path) -> None:
+    """config/train_real.yaml names the dataset kind; --set gives its folder."""
+    from panoptic_ros.config import load_config
+
+    recipe = Path(__file__).resolve().parent.parent / "config" / "train_real.yaml"
+    config = load_config(recipe, [f"train.dataset_root={tmp_path}"])
+    assert config.train.dataset == "cityscapes"
+    assert config.train.dataset_root == str(tmp_path)
+    assert (config.train.inference_height, config.train.inference_width) == (384, 768)
+    # Without the override the file's own error stands, naming the file.
+    with pytest.raises(ConfigError, match=r"train_real.yaml: train.dataset='cityscapes' needs"):
+        load_config(recipe)
+    # An override that does not settle it does not hide it.
+    with pytest.raises(ConfigError, match=r"train_real.yaml: train.dataset='cityscapes' needs"):
+        load_config(recipe, ["train.steps=5"])

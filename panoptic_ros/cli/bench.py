@@ -24,9 +24,11 @@ from panoptic_ros.cli.common import (
     HELP_FORMATTER,
     add_config_arguments,
     add_verbosity_arguments,
+    check_file_output,
     config_from_args,
     format_table,
     parse_size,
+    require_extra,
 )
 
 __all__ = ["STAGES", "environment", "matrix_entries", "register", "run"]
@@ -163,11 +165,14 @@ def environment() -> dict[str, Any]:
                 break
     gpu = None
     if versions["torch"]:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = torch.cuda.get_device_name(0)
-            versions["cuda"] = torch.version.cuda
+        try:
+            import torch
+        except ImportError:  # installed metadata, unimportable package: report no torch
+            versions["torch"] = None
+        else:
+            if torch.cuda.is_available():
+                gpu = torch.cuda.get_device_name(0)
+                versions["cuda"] = torch.version.cuda
     return {
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
@@ -413,6 +418,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--matrix uses synthetic scenes of --matrix-sizes; drop --image")
     if args.variants is not None and not args.variants.is_dir():
         raise ConfigError(f"--variants {str(args.variants)!r} is not a folder")
+    check_file_output(args.json, "--json")
+    require_extra("opencv", ("cv2",))
     config = config_from_args(args)
     if args.matrix:
         report = _run_matrix(args, config)

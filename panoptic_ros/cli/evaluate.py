@@ -24,9 +24,11 @@ from panoptic_ros.cli.common import (
     HELP_FORMATTER,
     add_config_arguments,
     add_verbosity_arguments,
+    check_file_output,
     config_from_args,
     parse_size,
     progress_enabled,
+    require_extra,
 )
 
 __all__ = ["register", "run"]
@@ -126,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("use one of --synthetic, --cityscapes, --coco or --gt-json/--pred-json")
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be at least 0, got {args.workers}")
+    check_file_output(args.json, "--json")
+    require_extra("opencv", ("cv2",))  # every mode decodes images or panoptic PNGs
     if any(folder_flags):
         return _run_folders(args)
     if args.cityscapes is not None or args.coco is not None:

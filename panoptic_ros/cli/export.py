@@ -23,6 +23,7 @@ from panoptic_ros.cli.common import (
     add_verbosity_arguments,
     check_output,
     parse_size,
+    require_extra,
 )
 
 __all__ = ["register", "run"]
@@ -166,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
         if not value >= 0:  # also refuses NaN
             raise ConfigError(f"{flag} must be at least 0, got {value}")
     tolerance = ParityTolerance(args.parity_atol, args.parity_rtol, args.parity_max_mismatch)
+    # The export runs PyTorch and checks parity with ONNX Runtime on decoded frames.
+    require_extra("train", ("torch", "safetensors", "onnx", "onnxruntime", "cv2"))
     check_output(args.output, args.overwrite, [args.checkpoint])
 
     import shutil

@@ -1,8 +1,10 @@
 """``panoptic-ros``: one entry point, one subcommand per job.
 
 Each subcommand module has ``register(subparsers)`` and ``run(args) -> int`` and imports
-torch, onnxruntime or tensorrt only inside ``run``, so ``--help`` is instant. Exit codes:
-0 ok, 1 bad input (one line ``panoptic-ros <cmd>: error: ...``), 2 usage, 130 interrupted.
+torch, onnxruntime or tensorrt only inside ``run``, so ``--help`` is instant and works with
+any install. A command whose optional packages are missing stops with one line naming the
+pip extra to install. Exit codes: 0 ok, 1 bad input or a missing package (one line
+``panoptic-ros <cmd>: error: ...``), 2 usage, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import sys
 from collections.abc import Sequence
 
 from panoptic_ros import __version__
-from panoptic_ros.errors import PanopticError
+from panoptic_ros.cli.common import missing_module_error
+from panoptic_ros.errors import DependencyError, PanopticError, first_line
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -28,11 +31,17 @@ COMMANDS = {
     "export": "export",
     "quantize": "quantize",
     "build-engine": "build_engine",
+    "pseudo-label": "pseudo_label",
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Return the parser with every subcommand registered."""
+    """Return the parser with every subcommand registered.
+
+    Raises:
+        DependencyError: A subcommand's module cannot be imported (a broken installation:
+            the modules import only the standard library, NumPy and the package).
+    """
     parser = argparse.ArgumentParser(
         prog="panoptic-ros",
         description="Panoptic segmentation for ROS 2: replay bags, benchmark, train, export.",
@@ -40,13 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"panoptic-ros {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="command", required=True)
-    for _name, module in COMMANDS.items():
+    for name, module in COMMANDS.items():
         try:
             mod = importlib.import_module(f"panoptic_ros.cli.{module}")
-        except ModuleNotFoundError as err:
-            if err.name != f"panoptic_ros.cli.{module}":
-                raise
-            continue  # a command still to come; the parser stays usable
+        except ImportError as err:
+            raise DependencyError(
+                f"subcommand {name!r} cannot be loaded ({first_line(err)}); the installation "
+                "is incomplete: reinstall panoptic_ros"
+            ) from err
         mod.register(subparsers)
     return parser
 
@@ -63,13 +73,24 @@ def _configure_logging(verbosity: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except DependencyError as err:
+        print(f"panoptic-ros: error: {err}", file=sys.stderr)
+        return 1
     args = parser.parse_args(argv)
     _configure_logging(-1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0))
     try:
         return int(args.run(args))
     except PanopticError as err:
         print(f"panoptic-ros {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as err:
+        # An optional package a command reached without checking for it first.
+        missing = missing_module_error(err)
+        if missing is None:
+            raise
+        print(f"panoptic-ros {args.command}: error: {missing}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"panoptic-ros {args.command}: interrupted", file=sys.stderr)

@@ -21,9 +21,14 @@ from panoptic_ros.cli.common import (
     check_output,
     format_table,
     parse_size,
+    require_extra,
 )
 
-__all__ = ["register", "run"]
+__all__ = ["QUANTIZE_MODULES", "register", "run"]
+
+#: What quantize imports: ONNX, ONNX Runtime's quantisation (which needs sympy), OpenCV for
+#: the calibration frames; all in the ``[train]`` extra. It never imports torch.
+QUANTIZE_MODULES = ("onnx", "onnxruntime", "sympy", "cv2")
 
 EXAMPLES = """
 Examples:
@@ -118,8 +123,21 @@ def _measure(model: Path, scenes: list[Any], reference: list[Any] | None) -> dic
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``quantize``."""
+    """Run ``quantize``.
+
+    Every flag, the packages, the model, the output and the calibration frames are checked
+    before the first file is written.
+    """
     from panoptic_ros.errors import ConfigError
+
+    if args.frames < 1:
+        raise ConfigError("--frames must be at least 1")
+    if args.eval < 0:
+        raise ConfigError(f"--eval must be at least 0, got {args.eval}")
+    if args.quantize_all and args.keep_float:
+        raise ConfigError("--quantize-all and --keep-float exclude each other")
+    require_extra("train", QUANTIZE_MODULES)
+
     from panoptic_ros.export.onnx_export import check_onnx_contract
     from panoptic_ros.export.quantize import (
         DEFAULT_FLOAT_PATTERNS,
@@ -128,11 +146,11 @@ def run(args: argparse.Namespace) -> int:
         quantize_int8,
     )
 
-    if args.frames < 1:
-        raise ConfigError("--frames must be at least 1")
     metadata = check_onnx_contract(args.model)
     check_output(args.output, args.overwrite, [args.model, args.calibration])
     input_hw = tuple(args.input_size or metadata.input_hw)
+    frames = calibration_frames(args.calibration, input_hw, args.frames)
+    keep_float = () if args.quantize_all else tuple(args.keep_float or DEFAULT_FLOAT_PATTERNS)
     args.output.mkdir(parents=True, exist_ok=True)
     stem = args.model.stem
     outputs = {"fp32": args.model}
@@ -143,12 +161,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dla:
         outputs["fp16-dla"] = args.output / f"{stem}.fp16-dla.onnx"
         convert_fp16(args.model, outputs["fp16-dla"], static_hw=input_hw)
-    frames = calibration_frames(args.calibration, input_hw, args.frames)
     print(f"calibrating INT8 on {len(frames)} frames of {args.calibration} ({args.method})")
     outputs["int8"] = args.output / f"{stem}.int8.onnx"
-    if args.quantize_all and args.keep_float:
-        raise ConfigError("--quantize-all and --keep-float exclude each other")
-    keep_float = () if args.quantize_all else tuple(args.keep_float or DEFAULT_FLOAT_PATTERNS)
     quantize_int8(
         args.model, outputs["int8"], frames, method=args.method, exclude_patterns=keep_float
     )

@@ -14,6 +14,7 @@ from panoptic_ros.cli.common import (
     check_output,
     config_from_args,
     progress_enabled,
+    require_extra,
 )
 from panoptic_ros.errors import BagError
 
@@ -54,6 +55,7 @@ def replay_bag(args: argparse.Namespace, bag: Path, output: Path, *, overwrite: 
     """Check inputs, build the pipeline, replay ``bag`` into ``output``, print the summary."""
     from panoptic_ros.config import config_to_dict
 
+    require_extra("opencv", ("cv2",))
     config = config_from_args(args)
     if not bag.exists():
         raise BagError(f"input bag {str(bag)!r} does not exist")

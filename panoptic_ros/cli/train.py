@@ -14,9 +14,13 @@ from panoptic_ros.cli.common import (
     config_from_args,
     format_table,
     progress_enabled,
+    require_extra,
 )
 
-__all__ = ["register", "run"]
+__all__ = ["TRAIN_MODULES", "register", "run"]
+
+#: What training imports from the ``[train]`` extra: network, checkpoints, export, scenes.
+TRAIN_MODULES = ("torch", "safetensors", "onnx", "cv2")
 
 EXAMPLES = """
 Examples:
@@ -67,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     import os
     import shutil
 
+    # Everything the run needs is imported before the data is read or --overwrite deletes
+    # the old run folder (the ONNX export at the end included).
+    require_extra("train", TRAIN_MODULES)
     config = config_from_args(args)
     # Under torchrun every process runs this; only the first prepares the output folder.
     first_process = os.environ.get("RANK", "0") == "0"
@@ -104,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=progress_enabled(args),
         device=args.device,
+        soft_targets=data.soft_targets,
     )
     rows: list[list[object]] = [
         ["steps", outcome.steps],

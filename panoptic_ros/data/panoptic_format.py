@@ -27,20 +27,17 @@ label space become void; crowd regions stay their class with instance 0 (how our
 express crowd, for evaluation) or become void (for training), and are always returned as a
 mask so training can ignore them.
 
-PNGs are read with OpenCV or Pillow, whichever inflates faster on the machine
-(:func:`fastest_png_decoder`; the ids are identical), and must be 8-bit RGB (or RGBA: the
-alpha is ignored, as the official tools ignore it). Palette PNGs are refused by the Pillow
-reader and expanded to colours by OpenCV; panoptic PNGs are never palette images.
+PNGs are read with OpenCV (the one image library the package needs; Pillow, which the
+official tools use, gives the same ids) and must be 8-bit RGB (or RGBA: the alpha is
+ignored, as the official tools ignore it). OpenCV expands palette PNGs to colours;
+panoptic PNGs are never palette images.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
-import tempfile
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,11 +60,10 @@ __all__ = [
     "PanopticDatasetSource",
     "PanopticMaps",
     "PanopticRecord",
-    "PngDecoder",
+    "SoftTargetSpec",
     "category_mapping",
     "dataset_categories",
     "dataset_mapping",
-    "fastest_png_decoder",
     "id2rgb",
     "maps_from_panoptic",
     "panoptic_from_maps",
@@ -76,6 +72,7 @@ __all__ = [
     "read_coco_panoptic",
     "read_image_rgb",
     "read_panoptic_png",
+    "read_soft_targets",
     "rgb2id",
     "write_cityscapes_panoptic",
     "write_coco_panoptic",
@@ -89,9 +86,6 @@ LABEL_DIVISOR = 1000
 #: Largest id a panoptic PNG can hold (24 bits).
 MAX_PANOPTIC_ID = 256**3 - 1
 _VOID = 0
-
-#: A PNG decoding library (both give identical ids).
-PngDecoder = Literal["opencv", "pillow"]
 
 #: What becomes of crowd regions in our maps: "keep" (class, instance 0: evaluation reads it
 #: back as crowd) or "void" (255: training).
@@ -176,7 +170,18 @@ def _not_rgb(path: str | Path, what: str) -> EvaluationError:
     )
 
 
-def _read_opencv(path: str | Path) -> npt.NDArray[np.uint32]:
+def read_panoptic_png(path: str | Path) -> npt.NDArray[np.uint32]:
+    """Read a panoptic PNG into segment ids (with OpenCV).
+
+    Args:
+        path: An 8-bit RGB (or RGBA) PNG.
+
+    Returns:
+        [H, W] uint32 segment ids, 0 void.
+
+    Raises:
+        EvaluationError: The file is missing, unreadable or not 8-bit colour.
+    """
     try:
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     except cv2.error as err:
@@ -190,90 +195,6 @@ def _read_opencv(path: str | Path) -> npt.NDArray[np.uint32]:
     # One SIMD pass BGR(A) -> RGBA into a fresh array, which becomes the ids in place.
     code = cv2.COLOR_BGR2RGBA if image.shape[2] == 3 else cv2.COLOR_BGRA2RGBA
     return _ids_from_rgba(cv2.cvtColor(image, code))
-
-
-def _read_pillow(path: str | Path) -> npt.NDArray[np.uint32]:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("RGB", "RGBA"):
-                raise _not_rgb(path, f"PIL mode {image.mode!r}")
-            pixels = np.asarray(image)
-    except FileNotFoundError as err:
-        raise EvaluationError(
-            f"cannot read panoptic PNG {str(path)!r}; check that it exists"
-        ) from err
-    except (OSError, UnidentifiedImageError) as err:
-        raise EvaluationError(f"cannot read panoptic PNG {str(path)!r}: {err}") from err
-    return _ids_from_rgb(pixels)
-
-
-_DECODERS = {"opencv": _read_opencv, "pillow": _read_pillow}
-
-
-@functools.cache
-def fastest_png_decoder() -> PngDecoder:
-    """The faster PNG decoder of this machine for panoptic PNGs: ``opencv`` or ``pillow``.
-
-    Decoding (zlib inflate) is most of the cost of reading a panoptic PNG, and which
-    library inflates faster depends on the zlib each wheel bundles (Pillow's zlib-ng is
-    faster on some machines, OpenCV's libpng on others). Both give identical ids, so this
-    times each once per process on a generated 512x1024 panoptic-like PNG (written by
-    both libraries, as ground truth and predictions come from either) and keeps the
-    faster. Takes about 0.1 s.
-    """
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    ids = np.zeros((512, 1024), np.uint32)
-    for _ in range(40):  # segments: rectangles of random 24-bit ids
-        y, x = rng.integers(0, 480), rng.integers(0, 960)
-        ids[y : y + rng.integers(8, 200), x : x + rng.integers(8, 400)] = rng.integers(1, 2**24)
-    rgb = id2rgb(ids)
-    with tempfile.TemporaryDirectory(prefix="panoptic_png_") as folder:
-        paths = [Path(folder) / "opencv.png", Path(folder) / "pillow.png"]
-        cv2.imwrite(str(paths[0]), np.ascontiguousarray(rgb[..., ::-1]))
-        Image.fromarray(rgb).save(paths[1])
-        seconds: dict[PngDecoder, float] = {}
-        for name in ("opencv", "pillow"):
-            read = _DECODERS[name]
-            best = float("inf")
-            for _ in range(3):
-                start = time.perf_counter()
-                for path in paths:
-                    read(path)
-                best = min(best, time.perf_counter() - start)
-            seconds[name] = best
-    choice: PngDecoder = min(seconds, key=lambda name: seconds[name])
-    _LOG.debug(
-        "PNG decoding: opencv %.1f ms, pillow %.1f ms; using %s",
-        1e3 * seconds["opencv"],
-        1e3 * seconds["pillow"],
-        choice,
-    )
-    return choice
-
-
-def read_panoptic_png(
-    path: str | Path, decoder: PngDecoder | Literal["auto"] = "auto"
-) -> npt.NDArray[np.uint32]:
-    """Read a panoptic PNG into segment ids.
-
-    Args:
-        path: An 8-bit RGB (or RGBA) PNG.
-        decoder: ``opencv``, ``pillow`` (identical ids) or ``auto``:
-            :func:`fastest_png_decoder`.
-
-    Returns:
-        [H, W] uint32 segment ids, 0 void.
-
-    Raises:
-        EvaluationError: The file is missing, unreadable or not 8-bit colour.
-    """
-    if decoder == "auto":
-        decoder = fastest_png_decoder()
-    return _DECODERS[decoder](path)
 
 
 def write_panoptic_png(path: str | Path, ids: npt.NDArray[np.integer[Any]]) -> None:
@@ -635,12 +556,16 @@ class PanopticRecord:
         image_path: The camera image.
         panoptic_path: The panoptic PNG.
         segments_info: Its segments (``id``, ``category_id``, ``iscrowd``, ``area``, ...).
+        soft_target_path: The teachers' class probabilities of the image
+            (:class:`SoftTargetSpec`), when the dataset has soft targets and this image's
+            file exists; else None.
     """
 
     image_id: str | int
     image_path: Path
     panoptic_path: Path
     segments_info: tuple[Mapping[str, Any], ...]
+    soft_target_path: Path | None = None
 
     def read_ids(self) -> npt.NDArray[np.uint32]:
         """Read the panoptic PNG: [H, W] uint32 segment ids, 0 void."""
@@ -652,6 +577,101 @@ class PanopticRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SoftTargetSpec:
+    """The ``soft_targets`` entry of a pseudo-labelled dataset's JSON.
+
+    For image ``X`` of the split, ``<folder>/X_probs.npy`` holds the teachers' class
+    probabilities as a [C, ceil(H / stride), ceil(W / stride)] array (C = ``len(classes)``,
+    summing to about 1 over C; H, W the stored image size); cell (i, j) is the mean over
+    image pixels [stride*i, stride*i + stride) x [stride*j, stride*j + stride). An image
+    without the file gets no distillation.
+
+    Attributes:
+        folder: Folder of the ``*_probs.npy`` files (absolute).
+        stride: Image pixels per cell side.
+        dtype: NumPy dtype name of the arrays (``float16`` or ``float32``).
+        classes: Class names of the C channels, in order.
+        temperature: Temperature of the teachers' softmax that made the probabilities.
+    """
+
+    folder: Path
+    stride: int
+    dtype: str
+    classes: tuple[str, ...]
+    temperature: float = 1.0
+
+    @classmethod
+    def from_json(cls, entry: Any, root: Path, where: Path) -> SoftTargetSpec:
+        """Read the entry (``folder`` relative to the dataset ``root``).
+
+        Raises:
+            EvaluationError: A field is missing or has the wrong type (names the JSON).
+        """
+        try:
+            spec = cls(
+                folder=root / str(entry["folder"]),
+                stride=int(entry["stride"]),
+                dtype=str(entry.get("dtype", "float16")),
+                classes=tuple(str(name) for name in entry["classes"]),
+                temperature=float(entry.get("temperature", 1.0)),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise EvaluationError(
+                f"panoptic JSON {str(where)!r}: 'soft_targets' needs folder, stride and "
+                f"classes: {err!r}"
+            ) from err
+        if spec.stride < 1 or not spec.classes or spec.temperature <= 0:
+            raise EvaluationError(
+                f"panoptic JSON {str(where)!r}: 'soft_targets' needs stride >= 1, a non-empty "
+                "classes list and a positive temperature"
+            )
+        if spec.dtype not in ("float16", "float32"):
+            raise EvaluationError(
+                f"panoptic JSON {str(where)!r}: soft_targets dtype {spec.dtype!r} must be "
+                "float16 or float32"
+            )
+        return spec
+
+    def path_of(self, image_id: str | int) -> Path:
+        """The probabilities file of one image."""
+        return self.folder / f"{image_id}_probs.npy"
+
+
+def read_soft_targets(
+    path: Path, spec: SoftTargetSpec, image_hw: tuple[int, int]
+) -> npt.NDArray[np.float16]:
+    """Read one image's soft targets and check their shape.
+
+    Args:
+        path: The ``*_probs.npy`` file.
+        spec: The dataset's soft-target entry.
+        image_hw: (H, W) of the stored image.
+
+    Returns:
+        [C, ceil(H / stride), ceil(W / stride)] probabilities in the file's dtype.
+
+    Raises:
+        EvaluationError: Unreadable file, or a shape that does not fit the image.
+    """
+    try:
+        probs = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise EvaluationError(f"cannot read soft targets {str(path)!r}: {err}") from err
+    stride = spec.stride
+    expected = (
+        len(spec.classes),
+        -(-image_hw[0] // stride),
+        -(-image_hw[1] // stride),
+    )
+    if probs.shape != expected:
+        raise EvaluationError(
+            f"soft targets {str(path)!r} are {probs.shape!r}; the image needs {expected!r} "
+            f"(classes, ceil(H/{stride}), ceil(W/{stride}))"
+        )
+    return probs
+
+
+@dataclass(frozen=True, slots=True)
 class PanopticDataset:
     """The records of a panoptic JSON and its categories (a sequence of records).
 
@@ -659,10 +679,12 @@ class PanopticDataset:
         records: One per annotation, in the JSON's order.
         categories: Category id -> its JSON row (``id``, ``name``, ``isthing``, ...), in
             the JSON's order (the order evaluation averages in).
+        soft_targets: The JSON's ``soft_targets`` entry, if it has one.
     """
 
     records: tuple[PanopticRecord, ...]
     categories: Mapping[int, Mapping[str, Any]]
+    soft_targets: SoftTargetSpec | None = None
 
     def __len__(self) -> int:
         """Number of records."""
@@ -717,7 +739,10 @@ def read_cityscapes_panoptic(root: str | Path, split: str = "val") -> PanopticDa
 
     Returns:
         The dataset; images are found from the image id
-        (``leftImg8bit/<split>/<city>/<image_id>_leftImg8bit.png``).
+        (``leftImg8bit/<split>/<city>/<image_id>_leftImg8bit.png``, or ``.jpg`` where no
+        PNG exists). A JSON with a ``soft_targets`` entry (pseudo-labelled data, see
+        :class:`SoftTargetSpec`) gives the dataset that spec and each record its
+        probabilities file, where it exists.
 
     Raises:
         EvaluationError: The JSON is missing or malformed, or a file is missing.
@@ -726,17 +751,25 @@ def read_cityscapes_panoptic(root: str | Path, split: str = "val") -> PanopticDa
     json_path = root / "gtFine" / f"cityscapes_panoptic_{split}.json"
     png_dir = root / "gtFine" / f"cityscapes_panoptic_{split}"
     data = _load_json(json_path)
+    soft = None
+    if data.get("soft_targets") is not None:
+        soft = SoftTargetSpec.from_json(data["soft_targets"], root, json_path)
     records = []
     try:
         for annotation in data["annotations"]:
             image_id = str(annotation["image_id"])
             city = image_id.split("_", 1)[0]
+            image_path = root / "leftImg8bit" / split / city / f"{image_id}_leftImg8bit.png"
+            if not image_path.is_file() and image_path.with_suffix(".jpg").is_file():
+                image_path = image_path.with_suffix(".jpg")
+            soft_path = soft.path_of(image_id) if soft is not None else None
             records.append(
                 PanopticRecord(
                     image_id=image_id,
-                    image_path=root / "leftImg8bit" / split / city / f"{image_id}_leftImg8bit.png",
+                    image_path=image_path,
                     panoptic_path=png_dir / str(annotation["file_name"]),
                     segments_info=tuple(annotation["segments_info"]),
+                    soft_target_path=soft_path if soft_path and soft_path.is_file() else None,
                 )
             )
     except (KeyError, TypeError) as err:
@@ -746,7 +779,14 @@ def read_cityscapes_panoptic(root: str | Path, split: str = "val") -> PanopticDa
     _check_exist((r.panoptic_path for r in records), "panoptic PNGs")
     _check_exist((r.image_path for r in records), "images")
     _LOG.info("read %d Cityscapes %s records from %s", len(records), split, json_path)
-    return PanopticDataset(tuple(records), _categories(data, json_path))
+    if soft is not None:
+        _LOG.info(
+            "%d of %d records have soft targets in %s",
+            sum(r.soft_target_path is not None for r in records),
+            len(records),
+            soft.folder,
+        )
+    return PanopticDataset(tuple(records), _categories(data, json_path), soft)
 
 
 def read_coco_panoptic(
@@ -806,6 +846,9 @@ class DatasetSample:
         instances: [H, W] int32 instance number, 0 none.
         ignore_mask: [H, W] bool, True on crowd regions (``make_targets``' ignore mask).
         image_id: The dataset's image id.
+        soft_targets: [C, ceil(H / s), ceil(W / s)] float16/32 teacher probabilities in the
+            label space's class order (s = ``soft_stride``), or None.
+        soft_stride: Image pixels per soft-target cell side.
     """
 
     image: npt.NDArray[np.uint8]
@@ -813,6 +856,8 @@ class DatasetSample:
     instances: npt.NDArray[np.int32]
     ignore_mask: npt.NDArray[np.bool_]
     image_id: str | int
+    soft_targets: npt.NDArray[np.floating[Any]] | None = None
+    soft_stride: int = 4
 
 
 class PanopticDatasetSource:
@@ -824,9 +869,13 @@ class PanopticDatasetSource:
         mapping: Dataset category id -> class index; default from the classes' dataset ids.
         crowd: ``"void"`` (training: crowd pixels are void and in ``ignore_mask``) or
             ``"keep"`` (evaluation: crowd keeps its class with instance 0).
+        soft_targets: Read the dataset's soft targets (when it has them) into the samples,
+            reordered into the label space's classes by name (teacher classes outside it
+            are dropped and the rest renormalised).
 
     Raises:
-        ConfigError: No category of the dataset maps into the label space.
+        ConfigError: No category of the dataset maps into the label space, or a class of
+            the label space has no soft-target channel.
     """
 
     def __init__(
@@ -836,11 +885,26 @@ class PanopticDatasetSource:
         mapping: Mapping[int, int] | None = None,
         *,
         crowd: CrowdMode = "void",
+        soft_targets: bool = False,
     ) -> None:
         self.dataset = dataset
         self.labels = labels
         self.mapping = dict(category_mapping(labels) if mapping is None else mapping)
         self.crowd: CrowdMode = crowd
+        self.soft_spec = dataset.soft_targets if soft_targets else None
+        self.soft_order: npt.NDArray[np.intp] | None = None
+        if self.soft_spec is not None:
+            channels = {name: k for k, name in enumerate(self.soft_spec.classes)}
+            missing = [name for name in labels.names if name not in channels]
+            if missing:
+                raise ConfigError(
+                    f"the dataset's soft targets have no class {missing[0]!r} of the label "
+                    f"space (they have {list(self.soft_spec.classes)[:8]}); set "
+                    "train.distill_weight=0 or use a matching train.labels_file"
+                )
+            order = np.array([channels[name] for name in labels.names], np.intp)
+            if not np.array_equal(order, np.arange(len(self.soft_spec.classes))):
+                self.soft_order = order
         used = set(self.mapping) & set(dataset.categories)
         if dataset.categories and not used:
             raise ConfigError(
@@ -874,7 +938,24 @@ class PanopticDatasetSource:
         maps = maps_from_panoptic(
             ids, record.segments_info, self.labels, self.mapping, crowd=self.crowd
         )
-        return DatasetSample(image, maps.semantic, maps.instances, maps.crowd, record.image_id)
+        soft = None
+        spec = self.soft_spec
+        if spec is not None and record.soft_target_path is not None:
+            soft = read_soft_targets(
+                record.soft_target_path, spec, (int(ids.shape[0]), int(ids.shape[1]))
+            )
+            if self.soft_order is not None:  # the label space's classes, in its order
+                soft = soft[self.soft_order].astype(np.float32)
+                soft /= np.maximum(soft.sum(axis=0, keepdims=True), 1e-6)
+        return DatasetSample(
+            image,
+            maps.semantic,
+            maps.instances,
+            maps.crowd,
+            record.image_id,
+            soft,
+            spec.stride if spec is not None else 4,
+        )
 
 
 # --- writers ---------------------------------------------------------------------------------

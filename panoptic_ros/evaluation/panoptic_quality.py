@@ -39,16 +39,13 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from panoptic_ros.errors import EvaluationError
 from panoptic_ros.labels import LabelSpace
-
-if TYPE_CHECKING:
-    from panoptic_ros.data.panoptic_format import PngDecoder
 
 __all__ = [
     "INSTANCE_DIVISOR",
@@ -808,15 +805,15 @@ def _init_worker() -> None:
 
 
 def _score_task(
-    categories: Mapping[Any, Mapping[str, Any]], decoder: PngDecoder, task: _Task
+    categories: Mapping[Any, Mapping[str, Any]], task: _Task
 ) -> tuple[PQStat, npt.NDArray[np.int64]]:
     """Read one image's two PNGs and score them (in a pool worker or in-process)."""
     from panoptic_ros.data.panoptic_format import read_panoptic_png
 
     gt_path, pred_path, gt_segments, pred_segments, image_id = task
     try:
-        gt_ids = read_panoptic_png(gt_path, decoder)
-        pred_ids = read_panoptic_png(pred_path, decoder)
+        gt_ids = read_panoptic_png(gt_path)
+        pred_ids = read_panoptic_png(pred_path)
         return score_panoptic_image(
             gt_ids, gt_segments, pred_ids, pred_segments, categories, check_ids=False
         )
@@ -854,7 +851,6 @@ def evaluate_folders(
     *,
     workers: int | None = None,
     progress: bool = False,
-    decoder: PngDecoder | Literal["auto"] = "auto",
 ) -> PQResult:
     """PQ/SQ/RQ and mIoU of a folder of panoptic predictions, as ``pq_compute`` scores it.
 
@@ -875,9 +871,6 @@ def evaluate_folders(
         workers: Processes at most (at least 8 images each); default every CPU this
             process may use; 1 runs in-process.
         progress: Show a progress bar on stderr (when it is a terminal).
-        decoder: PNG decoder, ``opencv``, ``pillow`` or ``auto`` (the faster on this
-            machine, decided once here: :func:`~panoptic_ros.data.panoptic_format.
-            fastest_png_decoder`); the results do not depend on it.
 
     Returns:
         PQ/SQ/RQ for all, things, stuff and per category (named by ``name``); mIoU over the
@@ -944,12 +937,7 @@ def evaluate_folders(
         disable=not progress or not sys.stderr.isatty(),
         file=sys.stderr,
     )
-    from panoptic_ros.data.panoptic_format import fastest_png_decoder
-
-    if decoder not in ("auto", "opencv", "pillow"):
-        raise EvaluationError(f"decoder {decoder!r} is not one of auto, opencv, pillow")
-    chosen: PngDecoder = fastest_png_decoder() if decoder == "auto" else decoder
-    score = functools.partial(_score_task, categories, chosen)
+    score = functools.partial(_score_task, categories)
     with contextlib.ExitStack() as stack:
         stack.enter_context(bar)
         results: Iterable[tuple[PQStat, npt.NDArray[np.int64]]]

@@ -28,21 +28,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from panoptic_ros.fusion import VOID, CellPanoptic, FusionParams
+from panoptic_ros.fusion import VOID, FusionParams
+from panoptic_ros.fusion.fused_outputs import (
+    FUSED_OUTPUT_NAMES,
+    NETWORK_SCOPE,
+    cells_from_fused,
+    fused_metadata,
+)
 from panoptic_ros.labels import LabelSpace
 
+# The NumPy-only names (FUSED_OUTPUT_NAMES, NETWORK_SCOPE, cells_from_fused) live in
+# panoptic_ros.fusion.fused_outputs, which the host imports; they are re-exported here.
 __all__ = [
     "FUSED_OUTPUT_NAMES",
     "NETWORK_SCOPE",
     "FusedPanopticNet",
     "append_fusion",
     "cells_from_fused",
+    "export_fused_onnx",
 ]
-
-FUSED_OUTPUT_NAMES = ("semantic", "instance", "instance_table", "instance_count")
-#: Name prefix of the network's nodes in a fused graph; every other node is the fusion,
-#: whose arithmetic stays float32 (``convert_fp16`` blocks it).
-NETWORK_SCOPE = "/network/"
 
 
 class FusedPanopticNet(nn.Module):
@@ -187,53 +191,6 @@ class FusedPanopticNet(nn.Module):
         )
 
 
-def cells_from_fused(
-    semantic: Any, instance: Any, table: Any, count: Any, *, valid_hw: tuple[int, int]
-) -> CellPanoptic:
-    """One image's fused outputs (NumPy, batch index already taken) -> CellPanoptic.
-
-    Args:
-        semantic: [h, w] int32.
-        instance: [h, w] int32.
-        table: [K, 4] float32.
-        count: Number of valid rows.
-        valid_hw: Cells holding image rather than letterbox padding.
-    """
-    import numpy as np
-
-    rows, cols = valid_hw
-    valid_rows = table[: int(count)]
-    return CellPanoptic(
-        semantic=np.asarray(semantic[:rows, :cols], dtype=np.uint8),
-        instances=np.asarray(instance[:rows, :cols], dtype=np.int32),
-        classes=valid_rows[:, 0].astype(np.int64),
-        scores=valid_rows[:, 1].astype(np.float32),
-        centers_yx=valid_rows[:, 2:4].astype(np.int64),
-    )
-
-
-def _fusion_provenance(metadata: Any, params: FusionParams, max_instances: int) -> Any:
-    """``metadata`` under the fused contract, with the fusion thresholds recorded."""
-    from dataclasses import replace
-
-    from panoptic_ros.contract import ContractKind
-
-    provenance = {
-        **metadata.provenance,
-        "fusion": {
-            "center_threshold": params.center_threshold,
-            "nms_kernel": params.nms_kernel,
-            "top_k": max_instances,
-            "score_threshold": params.score_threshold,
-            "stuff_area_threshold_px": params.stuff_area_threshold_px,
-            "thing_area_threshold_px": params.thing_area_threshold_px,
-        },
-    }
-    return replace(
-        metadata, contract=ContractKind.FUSED, max_instances=max_instances, provenance=provenance
-    )
-
-
 class _FusionOnly(nn.Module):
     """The fusion of :class:`FusedPanopticNet` alone: the three heads in, fused outputs out."""
 
@@ -306,7 +263,7 @@ def append_fusion(
         rename_value_infos=False,
         rename_functions=False,
     )
-    fused_metadata = _fusion_provenance(metadata, params, max_instances)
+    with_fusion = fused_metadata(metadata, params, max_instances)
     module = _FusionOnly(
         FusedPanopticNet(nn.Identity(), metadata.labels, params, max_instances=max_instances)
     ).eval()
@@ -354,7 +311,7 @@ def append_fusion(
         raise ModelFileError(f"cannot append the fusion to {str(source)!r}: {err}") from err
     del joined.metadata_props[:]
     entry = joined.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, fused_metadata.to_json()
+    entry.key, entry.value = METADATA_KEY, with_fusion.to_json()
     onnx.checker.check_model(joined)
     with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".onnx.tmp", delete=False) as tmp:
         temporary = Path(tmp.name)
@@ -364,7 +321,7 @@ def append_fusion(
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
-    write_sidecar(target, fused_metadata)
+    write_sidecar(target, with_fusion)
     return target
 
 
@@ -386,7 +343,5 @@ def export_fused_onnx(
     from panoptic_ros.export.onnx_export import export_onnx
 
     fused = FusedPanopticNet(network, metadata.labels, params, max_instances=max_instances)
-    fused_metadata = _fusion_provenance(metadata, params, max_instances)
-    return export_onnx(
-        fused.eval(), path, metadata=fused_metadata, input_hw=input_hw, dynamic=dynamic
-    )
+    with_fusion = fused_metadata(metadata, params, max_instances)
+    return export_onnx(fused.eval(), path, metadata=with_fusion, input_hw=input_hw, dynamic=dynamic)

@@ -224,7 +224,7 @@ def _fused_fp16(proto: Any, source: Path) -> Any:
     from onnx.utils import Extractor
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from panoptic_ros.export.fused import NETWORK_SCOPE
+    from panoptic_ros.fusion.fused_outputs import NETWORK_SCOPE
 
     graph = proto.graph
     network_outputs = {o for n in graph.node if n.name.startswith(NETWORK_SCOPE) for o in n.output}
@@ -269,7 +269,7 @@ def convert_fp16(
     """Write a float16 copy of ``source`` (uint8 input and float32 outputs kept).
 
     In a ``fused``-contract model only the network goes to float16: every node outside
-    :data:`~panoptic_ros.export.fused.NETWORK_SCOPE` (the fusion: softmax, votes, squared
+    :data:`~panoptic_ros.fusion.fused_outputs.NETWORK_SCOPE` (the fusion: softmax, votes, squared
     distances, one-hot sums) stays float32, as the contract requires (squared distances
     of megapixel frames overflow float16, and float16 one-hot sums lose counts above 2048).
 

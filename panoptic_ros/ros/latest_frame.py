@@ -108,6 +108,16 @@ class LatestFrameMailbox(Generic[T]):
             self._pending.clear()
             self._condition.notify_all()
 
+    def reopen(self) -> None:
+        """Accept and hand out messages again after :meth:`close` (a node reactivated).
+
+        Anything offered while closed is discarded: a frame from before the pause is stale.
+        The counts of received and dropped messages go on from where they were.
+        """
+        with self._condition:
+            self._closed = False
+            self._pending.clear()
+
     def dropped(self, camera: str) -> int:
         """Messages of ``camera`` replaced before the worker took them."""
         with self._condition:

@@ -1,6 +1,21 @@
 """panoptic_node: the ROS 2 face of the pipeline. The only module that imports rclpy.
 
-Everything it does is delegated to ROS-free modules; this file only wires them to ROS:
+Two nodes share one implementation of the lifecycle steps (``_configure``, ``_activate``,
+``_deactivate``, ``_cleanup``):
+
+* :class:`PanopticNode` (``panoptic_node``, the default) is a plain ``rclpy.node.Node`` that
+  configures and activates itself in its constructor, and releases everything in
+  ``destroy_node``;
+* :class:`PanopticLifecycleNode` (``panoptic_lifecycle_node``) is an
+  ``rclpy.lifecycle.LifecycleNode`` driven from outside (``ros2 lifecycle set``, a lifecycle
+  manager, launch events): configure reads and validates the parameters, loads the model
+  (or builds the engine) and creates the publishers, which are lifecycle publishers that
+  publish only while active; activate subscribes and starts the worker; deactivate stops
+  them again, model kept; cleanup unloads; shutdown and error processing release
+  everything. A failing step is one logged line and FAILURE, leaving the state it started
+  from.
+
+Everything they do is delegated to ROS-free modules; this file only wires them to ROS:
 
 * parameters: one declared parameter per leaf of the config sections the node reads
   (``config.RUNTIME_SECTIONS``), with the field's doc as description, ranges, choices and
@@ -44,6 +59,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import ParameterUninitializedException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -82,9 +98,10 @@ from panoptic_ros.ros_messages import (
 )
 from panoptic_ros.tracking import InstanceTracker
 
-__all__ = ["PanopticNode", "main"]
+__all__ = ["PanopticLifecycleNode", "PanopticNode", "lifecycle_main", "main"]
 
 NODE_NAME = "panoptic_node"
+_ACTIVE = LifecycleState(label="active", state_id=3)  # lifecycle_msgs/State PRIMARY_STATE_ACTIVE
 # Parameters rclpy itself or the middleware layer declares; never ours to warn about.
 _FOREIGN_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service"})
 _FOREIGN_PARAMETER_PREFIXES = ("qos_overrides.",)
@@ -96,15 +113,22 @@ def _parameter_value(spec: FieldSpec) -> Any:
     return list(spec.default) if isinstance(spec.default, tuple) else spec.default
 
 
-def parameter_descriptor(spec: FieldSpec) -> ParameterDescriptor:
-    """The ROS parameter descriptor of a config field (description, range, read-only)."""
+def parameter_descriptor(spec: FieldSpec, *, read_only: bool = True) -> ParameterDescriptor:
+    """The ROS parameter descriptor of a config field (description, range, read-only).
+
+    Args:
+        spec: The config field.
+        read_only: Whether a restart-only field is ``read_only`` for rclpy (the managed node
+            passes False: it accepts such changes while unconfigured, refuses them itself
+            otherwise).
+    """
     constraints = []
     if spec.choices:
         constraints.append("one of: " + ", ".join(spec.choices))
     descriptor = ParameterDescriptor(
         name=spec.name,
         description=spec.doc,
-        read_only=spec.read_only,
+        read_only=spec.read_only and read_only,
         additional_constraints="; ".join(constraints),
     )
     if spec.minimum is not None and spec.maximum is not None:
@@ -182,36 +206,36 @@ def _qos(reliability: str, depth: int) -> QoSProfile:
     )
 
 
-class PanopticNode(Node):
-    """Panoptic segmentation of one or more cameras.
+class _PanopticNodeCore(Node):
+    """What the plain and the managed node share: parameters, lifecycle steps, frames.
 
-    Args:
-        pipeline_factory: Builds the pipeline from the validated config (tests pass a
-            small fake; the default loads the model and starts the backend).
-        node_kwargs: Passed to ``rclpy.node.Node`` (``namespace``, ``parameter_overrides``...).
-
-    Raises:
-        ConfigError: A parameter is invalid (one line naming it).
-        PanopticError: The model or backend cannot start.
+    Not constructed itself: a subclass initialises its rclpy base class, then calls
+    :meth:`_setup`, then drives :meth:`_configure`, :meth:`_activate`, :meth:`_deactivate`
+    and :meth:`_cleanup` (each leaves the node as it found it when it raises).
     """
 
-    def __init__(
-        self,
-        *,
-        pipeline_factory: Callable[[Config], PanopticPipeline] = PanopticPipeline.from_config,
-        **node_kwargs: Any,
-    ) -> None:
-        super().__init__(NODE_NAME, **node_kwargs)
+    # Restart-only fields are rclpy read-only (the plain node); the managed node clears this
+    # and accepts changes to them while unconfigured instead.
+    _READ_ONLY_DESCRIPTORS = True
+    _RESTART_HINT = "restart the node"
+
+    def _setup(self, pipeline_factory: Callable[[Config], PanopticPipeline]) -> None:
+        """Declare the parameters; load nothing (that is configure's job).
+
+        Raises:
+            ConfigError: A given parameter value has the wrong type or range.
+        """
         self._log_handler = _RosLogHandler(self.get_logger())
         logging.getLogger("panoptic_ros").addHandler(self._log_handler)
         logging.getLogger("panoptic_ros").setLevel(logging.INFO)
+        self._pipeline_factory = pipeline_factory
         self._specs = {
             s.name: s for s in config_fields() if s.name.split(".")[0] in RUNTIME_SECTIONS
         }
         self._lock = threading.Lock()
-        self._declare_parameters()
-        self._warn_about_unknown_parameters()
-        self.config = self._config_from_parameters()
+        # Replaced by the parameters' values in configure; the defaults until then.
+        self.config = Config()
+        self._pipeline: PanopticPipeline | None = None
         self._classes = MessageClasses.from_modules(
             builtin_interfaces=builtin_interfaces_msg,
             std_msgs=std_msgs_msg,
@@ -220,38 +244,86 @@ class PanopticNode(Node):
             vision_msgs=vision_msgs_msg,
             visualization_msgs=visualization_msgs_msg,
         )
-        self.get_logger().info(
-            f"loading model ({self.config.backend.name} backend, "
-            f"{self.config.model.model_file_path or 'bundled demo model'}); a TensorRT engine "
-            "may need building first, which takes minutes on a Jetson"
-        )
-        started = time.monotonic()
-        self.pipeline = pipeline_factory(self.config)
-        self.get_logger().info(
-            f"model ready in {time.monotonic() - started:.1f} s: {self.pipeline.describe()}"
-        )
-        self._throttle = LogThrottle(self.config.node.log_throttle_s)
-        self._thresholds = self._health_thresholds(self.config)
-        node = self.config.node
         self._cameras: dict[str, _Camera] = {}
-        self._mailbox: LatestFrameMailbox[Any] = LatestFrameMailbox(node.camera_names)
+        self._mailbox: LatestFrameMailbox[Any] = LatestFrameMailbox(())
         self._tf_buffer: Any = None
-        if node.publish_drivable_grid or node.publish_objects:
-            self._start_tf()
-        for name, topic in zip(node.camera_names, node.image_topics, strict=True):
-            try:
-                self._cameras[name] = self._open_camera(name, topic)
-            except RuntimeError as err:  # rclpy: a qos_overrides.* value it cannot apply
-                raise ConfigError(f"camera {name}: {first_line(err)}") from err
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._tf_listener: Any = None
+        self._diagnostics: Any = None
+        self._diagnostics_timer: Any = None
         self._steady_clock = Clock(clock_type=ClockType.STEADY_TIME)
-        self._diagnostics_timer = self.create_timer(
-            1.0, self.publish_diagnostics, clock=self._steady_clock
-        )
+        self._running = False
+        self._worker: threading.Thread | None = None
+        self._declare_parameters()
+        self._warn_about_unknown_parameters()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    @property
+    def pipeline(self) -> PanopticPipeline:
+        """The loaded pipeline (between configure and cleanup)."""
+        if self._pipeline is None:
+            raise RuntimeError("the node is not configured: no pipeline")
+        return self._pipeline
+
+    # ---------------------------------------------------------------- lifecycle steps
+
+    def _configure(self) -> None:
+        """Read and validate the parameters, load the model, create the publishers.
+
+        Raises:
+            ConfigError: A parameter is invalid (one line naming it).
+            PanopticError: The model or backend cannot start.
+        """
+        try:
+            self.config = self._config_from_parameters()
+            node = self.config.node
+            self.get_logger().info(
+                f"loading model ({self.config.backend.name} backend, "
+                f"{self.config.model.model_file_path or 'bundled demo model'}); a TensorRT "
+                "engine may need building first, which takes minutes on a Jetson"
+            )
+            started = time.monotonic()
+            self._pipeline = self._pipeline_factory(self.config)
+            self.get_logger().info(
+                f"model ready in {time.monotonic() - started:.1f} s: {self.pipeline.describe()}"
+            )
+            self._throttle = LogThrottle(node.log_throttle_s)
+            self._thresholds = self._health_thresholds(self.config)
+            self._mailbox = LatestFrameMailbox(node.camera_names)
+            if node.publish_drivable_grid or node.publish_objects:
+                self._start_tf()
+            for name, topic in zip(node.camera_names, node.image_topics, strict=True):
+                try:
+                    self._cameras[name] = self._open_camera(name, topic)
+                except RuntimeError as err:  # rclpy: a qos_overrides.* value it cannot apply
+                    raise ConfigError(f"camera {name}: {first_line(err)}") from err
+            self._diagnostics = self._create_output_publisher(DiagnosticArray, "/diagnostics", 10)
+            self._diagnostics_timer = self.create_timer(
+                1.0, self.publish_diagnostics, clock=self._steady_clock
+            )
+        except BaseException:
+            self._cleanup()
+            raise
+
+    def _activate(self) -> None:
+        """Subscribe to every camera and start the worker.
+
+        Raises:
+            ConfigError: A ``qos_overrides.*`` value of a subscription cannot be applied.
+        """
+        try:
+            for camera in self._cameras.values():
+                try:
+                    self._subscribe(camera)
+                except RuntimeError as err:  # rclpy: a qos_overrides.* value it cannot apply
+                    raise ConfigError(f"camera {camera.name}: {first_line(err)}") from err
+        except BaseException:
+            self._deactivate()
+            raise
+        self._mailbox.reopen()
         self._running = True
         self._worker = threading.Thread(target=self._work, name="panoptic_worker", daemon=True)
         self._worker.start()
+        node = self.config.node
         self.get_logger().info(
             "serving "
             + ", ".join(
@@ -260,13 +332,72 @@ class PanopticNode(Node):
             )
         )
 
+    def _deactivate(self) -> None:
+        """Stop the worker and unsubscribe; the model and publishers stay."""
+        self._running = False
+        self._mailbox.close()  # wakes the worker; a frame still pending is discarded
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+            if self._worker.is_alive():
+                self.get_logger().warning(
+                    "the worker is still busy with a frame after 5 s; it stops after that frame"
+                )
+            self._worker = None
+        for camera in self._cameras.values():
+            while camera.subscriptions:
+                self.destroy_subscription(camera.subscriptions.pop())
+
+    def _cleanup(self) -> None:
+        """Destroy the publishers and TF listener, close the backend (unload the model)."""
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+            self._diagnostics_timer = None
+        if self._diagnostics is not None:
+            self._destroy_output_publisher(self._diagnostics)
+            self._diagnostics = None
+        with self._lock:
+            for camera in self._cameras.values():
+                for publisher in camera.publishers.values():
+                    self._destroy_output_publisher(publisher)
+                camera.publishers.clear()
+                if camera.grid_publisher is not None:
+                    self._destroy_output_publisher(camera.grid_publisher)
+                    camera.grid_publisher = None
+                for publisher in camera.ground_publishers.values():
+                    self._destroy_output_publisher(publisher)
+                camera.ground_publishers.clear()
+            self._cameras.clear()
+        if self._tf_listener is not None:
+            self._tf_listener.unregister()
+        self._tf_listener = self._tf_buffer = None
+        self._mailbox.close()
+        pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.close()
+
+    def _release(self) -> None:
+        """Whatever state the node is in: stop, unsubscribe, unload (shutdown, errors)."""
+        self._deactivate()
+        self._cleanup()
+
+    def _create_output_publisher(
+        self, msg_type: Any, topic: str, qos: QoSProfile | int, **kwargs: Any
+    ) -> Any:
+        """A publisher of the node's outputs (the managed node makes it a lifecycle one)."""
+        return self.create_publisher(msg_type, topic, qos, **kwargs)
+
+    def _destroy_output_publisher(self, publisher: Any) -> None:
+        self.destroy_publisher(publisher)
+
     # ---------------------------------------------------------------- parameters
 
     def _declare_parameters(self) -> None:
         for spec in self._specs.values():
             try:
                 self.declare_parameter(
-                    spec.name, _parameter_value(spec), parameter_descriptor(spec)
+                    spec.name,
+                    _parameter_value(spec),
+                    parameter_descriptor(spec, read_only=self._READ_ONLY_DESCRIPTORS),
                 )
             except Exception as err:  # rclpy raises several ParameterException kinds
                 raise ConfigError(f"parameter {spec.name}: {err}") from err
@@ -305,10 +436,13 @@ class PanopticNode(Node):
         changes = {p.name: p.value for p in parameters if p.name in self._specs}
         if not changes:
             return SetParametersResult(successful=True)
+        if self._pipeline is None:
+            # Unconfigured (managed node): nothing to apply; configure validates them all.
+            return SetParametersResult(successful=True)
         fixed = sorted(name for name in changes if self._specs[name].read_only)
         if fixed:
             return SetParametersResult(
-                successful=False, reason=f"{fixed[0]} is read at start-up; restart the node"
+                successful=False, reason=f"{fixed[0]} is read at start-up; {self._RESTART_HINT}"
             )
         try:
             config = config_from_flat(changes, base=self.config)
@@ -341,6 +475,7 @@ class PanopticNode(Node):
     # ---------------------------------------------------------------- topics
 
     def _open_camera(self, name: str, image_topic: str) -> _Camera:
+        """A camera's state and publishers (configure); :meth:`_subscribe` comes later."""
         node = self.config.node
         camera = _Camera(
             name=name,
@@ -348,34 +483,41 @@ class PanopticNode(Node):
             stats=CameraStats(),
             tracker=InstanceTracker(min_iou=node.track_min_overlap),
         )
+        if node.input_transport == "compressed":
+            camera.image_topic = f"{image_topic}/compressed"
+        self._sync_publishers(camera)
+        return camera
+
+    def _subscribe(self, camera: _Camera) -> None:
+        """Subscribe to a camera's images (and CameraInfo for the grid) (activate)."""
+        node = self.config.node
         # A profile per entity: rclpy applies qos_overrides to the profile object itself.
         input_qos = _qos(node.input_reliability, node.input_depth)
         if node.input_transport == "compressed":
-            topic, msg_type = f"{image_topic}/compressed", sensor_msgs_msg.CompressedImage
+            msg_type: Any = sensor_msgs_msg.CompressedImage
         else:
-            topic, msg_type = image_topic, sensor_msgs_msg.Image
-        camera.image_topic = topic
+            msg_type = sensor_msgs_msg.Image
         camera.subscriptions.append(
             self.create_subscription(
                 msg_type,
-                topic,
-                functools.partial(self._on_image, name),
+                camera.image_topic,
+                functools.partial(self._on_image, camera.name),
                 input_qos,
                 qos_overriding_options=_INPUT_OVERRIDES,
             )
         )
         if node.publish_drivable_grid or node.publish_objects:
-            info_topic = camera_info_topic(image_topic)
+            image_topic = camera.image_topic
+            if node.input_transport == "compressed":  # CameraInfo sits beside the raw topic
+                image_topic = image_topic.removesuffix("/compressed")
             camera.subscriptions.append(
                 self.create_subscription(
                     sensor_msgs_msg.CameraInfo,
-                    info_topic,
-                    functools.partial(self._on_camera_info, name),
+                    camera_info_topic(image_topic),
+                    functools.partial(self._on_camera_info, camera.name),
                     _qos(node.input_reliability, node.input_depth),
                 )
             )
-        self._sync_publishers(camera)
-        return camera
 
     def _sync_publishers(self, camera: _Camera) -> None:
         """Create publishers of enabled outputs, destroy those of disabled ones."""
@@ -392,16 +534,16 @@ class PanopticNode(Node):
             present = output in camera.publishers
             if enabled and not present:
                 msg_type = types.get(output, sensor_msgs_msg.Image)
-                camera.publishers[output] = self.create_publisher(
+                camera.publishers[output] = self._create_output_publisher(
                     msg_type,
                     f"{camera.name}/{output}",
                     _qos(node.output_reliability, node.output_depth),
                     qos_overriding_options=_OUTPUT_OVERRIDES,
                 )
             elif not enabled and present:
-                self.destroy_publisher(camera.publishers.pop(output))
+                self._destroy_output_publisher(camera.publishers.pop(output))
         if node.publish_drivable_grid and camera.grid_publisher is None:
-            camera.grid_publisher = self.create_publisher(
+            camera.grid_publisher = self._create_output_publisher(
                 OccupancyGrid,
                 f"{camera.name}/drivable_grid",
                 _qos(node.output_reliability, node.output_depth),
@@ -417,7 +559,7 @@ class PanopticNode(Node):
         }
         for output, enabled in ground.items():
             if enabled and output not in camera.ground_publishers:
-                camera.ground_publishers[output] = self.create_publisher(
+                camera.ground_publishers[output] = self._create_output_publisher(
                     ground_types[output],
                     f"{camera.name}/{output}",
                     _qos(node.output_reliability, node.output_depth),
@@ -711,23 +853,163 @@ class PanopticNode(Node):
 
     def destroy_node(self) -> None:
         """Stop the worker, close the backend, then destroy the node."""
-        self._running = False
-        self._mailbox.close()
-        if self._worker.is_alive():
-            self._worker.join(timeout=5.0)
-        self.pipeline.close()
+        self._release()
         logging.getLogger("panoptic_ros").removeHandler(self._log_handler)
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    """``ros2 run panoptic_ros panoptic_node``: spin until shutdown; 1 on a start-up error."""
+class PanopticNode(_PanopticNodeCore):
+    """Panoptic segmentation of one or more cameras (configures and activates itself).
+
+    Args:
+        pipeline_factory: Builds the pipeline from the validated config (tests pass a
+            small fake; the default loads the model and starts the backend).
+        node_kwargs: Passed to ``rclpy.node.Node`` (``namespace``, ``parameter_overrides``...).
+
+    Raises:
+        ConfigError: A parameter is invalid (one line naming it).
+        PanopticError: The model or backend cannot start.
+    """
+
+    def __init__(
+        self,
+        *,
+        pipeline_factory: Callable[[Config], PanopticPipeline] = PanopticPipeline.from_config,
+        **node_kwargs: Any,
+    ) -> None:
+        Node.__init__(self, NODE_NAME, **node_kwargs)
+        self._setup(pipeline_factory)
+        self._configure()
+        try:
+            self._activate()
+        except BaseException:
+            self._cleanup()
+            raise
+
+
+class PanopticLifecycleNode(LifecycleNode, _PanopticNodeCore):
+    """The same node, managed: ``configure``, ``activate``... come from outside.
+
+    Construction only declares the parameters. Each transition callback runs the shared
+    step and answers SUCCESS, or FAILURE with one logged line saying why (a
+    :class:`~panoptic_ros.errors.PanopticError`: a bad parameter, a missing model file, a
+    backend that cannot start), leaving the node in the state the transition started from
+    with nothing half-loaded. Anything else is an ERROR: error processing releases
+    everything and returns the node to unconfigured. Restart-only parameters may be changed
+    while unconfigured (fix a model path, then configure again).
+
+    Args:
+        pipeline_factory: As for :class:`PanopticNode`.
+        node_kwargs: Passed to ``rclpy.lifecycle.LifecycleNode``.
+
+    Raises:
+        ConfigError: A given parameter value has the wrong type or range.
+    """
+
+    _READ_ONLY_DESCRIPTORS = False
+    _RESTART_HINT = "deactivate and clean up the node, set it, then configure again"
+
+    def __init__(
+        self,
+        *,
+        pipeline_factory: Callable[[Config], PanopticPipeline] = PanopticPipeline.from_config,
+        **node_kwargs: Any,
+    ) -> None:
+        LifecycleNode.__init__(self, NODE_NAME, **node_kwargs)
+        self._active = False
+        self._setup(pipeline_factory)
+
+    def _create_output_publisher(
+        self, msg_type: Any, topic: str, qos: QoSProfile | int, **kwargs: Any
+    ) -> Any:
+        publisher = self.create_lifecycle_publisher(msg_type, topic, qos, **kwargs)
+        if self._active:  # switched on by a parameter while active: publish at once
+            publisher.on_activate(_ACTIVE)
+        return publisher
+
+    def _destroy_output_publisher(self, publisher: Any) -> None:
+        self.destroy_lifecycle_publisher(publisher)
+
+    def _step(self, name: str, step: Callable[[], None]) -> TransitionCallbackReturn:
+        """Run one shared step and say how it went.
+
+        Returns:
+            SUCCESS; FAILURE for a :class:`~panoptic_ros.errors.PanopticError` (the step has
+            undone itself), with the reason in one logged line; ERROR, also said in one line,
+            for anything else (rclpy then runs :meth:`on_error`).
+        """
+        started = time.monotonic()
+        try:
+            step()
+        except PanopticError as err:
+            self.get_logger().error(f"{name} failed: {first_line(err)}")
+            return TransitionCallbackReturn.FAILURE
+        except Exception as err:  # rclpy would turn it into ERROR without a word
+            self.get_logger().error(
+                f"{name} failed: unexpected {type(err).__name__}: {first_line(err)}"
+            )
+            return TransitionCallbackReturn.ERROR
+        self.get_logger().info(f"{name} done in {time.monotonic() - started:.1f} s")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Validate the parameters, load the model, create the (inactive) publishers."""
+        return self._step("configure", self._configure)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Enable the publishers, subscribe, start the worker."""
+        # Publishers first, so that the first frame's outputs are not dropped.
+        super().on_activate(state)
+        self._active = True
+        result = self._step("activate", self._activate)
+        if result != TransitionCallbackReturn.SUCCESS:
+            self._active = False
+            super().on_deactivate(state)
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop the worker and unsubscribe, disable the publishers; the model stays loaded."""
+        result = self._step("deactivate", self._deactivate)
+        if result == TransitionCallbackReturn.SUCCESS:
+            self._active = False
+            super().on_deactivate(state)
+        return result
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Destroy the publishers and unload the model."""
+        return self._step("cleanup", self._cleanup)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release whatever the state it came from holds."""
+        self._active = False
+        result = self._step(f"shutdown from {state.label}", self._release)
+        super().on_deactivate(state)
+        return result
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A step raised something unexpected: release everything, back to unconfigured."""
+        self._active = False
+        self.get_logger().error(
+            f"error processing after a failed transition from {state.label}: "
+            "releasing everything to return to unconfigured"
+        )
+        result = self._step("error processing", self._release)
+        super().on_deactivate(state)
+        return result
+
+    def destroy_node(self) -> None:
+        """Release everything whatever the state, then destroy the node."""
+        self._active = False
+        _PanopticNodeCore.destroy_node(self)
+
+
+def _spin(node_class: Callable[[], _PanopticNodeCore], args: list[str] | None) -> int:
     from rclpy.executors import ExternalShutdownException
 
     rclpy.init(args=args)
     node = None
     try:
-        node = PanopticNode()
+        node = node_class()
         rclpy.spin(node)
     except PanopticError as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
@@ -740,6 +1022,20 @@ def main(args: list[str] | None = None) -> int:
         if rclpy.ok():
             rclpy.shutdown()
     return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run panoptic_ros panoptic_node``: spin until shutdown; 1 on a start-up error."""
+    return _spin(PanopticNode, args)
+
+
+def lifecycle_main(args: list[str] | None = None) -> int:
+    """``ros2 run panoptic_ros panoptic_lifecycle_node``: the managed node, unconfigured.
+
+    Bring it up with ``ros2 lifecycle set <node> configure`` then ``activate``, or with a
+    lifecycle manager. Returns 1 when a parameter value is refused at construction.
+    """
+    return _spin(PanopticLifecycleNode, args)
 
 
 if __name__ == "__main__":

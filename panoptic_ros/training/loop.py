@@ -25,13 +25,14 @@ from typing import Any
 import numpy as np
 import yaml
 
-from panoptic_ros.config import Config, config_to_dict
+from panoptic_ros.config import Config, TrainConfig, config_to_dict
 from panoptic_ros.contract import ModelMetadata
+from panoptic_ros.data.panoptic_format import SoftTargetSpec
 from panoptic_ros.errors import ConfigError
 from panoptic_ros.labels import LabelSpace
 from panoptic_ros.training.data import AugmentParams, SampleSource, TargetDataset, collate
 
-__all__ = ["TrainOutcome", "learning_rate_at", "train"]
+__all__ = ["TrainOutcome", "augment_params", "initial_network", "learning_rate_at", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,58 @@ def learning_rate_at(
         return peak * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return float(peak * (1.0 - progress) ** power)
+
+
+def augment_params(cfg: TrainConfig) -> AugmentParams:
+    """The augmentation ``cfg`` describes (scale reference and camera effects resolved)."""
+    camera = cfg.camera_augment_on
+    return AugmentParams(
+        flip=cfg.flip,
+        brightness=cfg.brightness,
+        contrast=cfg.contrast,
+        saturation=cfg.saturation,
+        scale_min=cfg.scale_min,
+        scale_max=cfg.scale_max,
+        crop_hw=(cfg.image_height, cfg.image_width),
+        reference_hw=cfg.inference_hw if cfg.scale_from_inference else None,
+        hue=cfg.hue if camera else 0.0,
+        blur_probability=cfg.blur_probability if camera else 0.0,
+        blur_max_px=cfg.blur_max_px,
+    )
+
+
+def initial_network(path: Path, labels: LabelSpace, cfg: TrainConfig) -> Any:
+    """The network of a checkpoint, to fine-tune (``train.init_checkpoint``).
+
+    Its architecture (backbone, FPN and head channels) is the checkpoint's; its classes
+    must be the label space's, in order.
+
+    Raises:
+        ConfigError: The file is not a readable checkpoint, or its classes differ.
+    """
+    from panoptic_ros.errors import ModelFileError
+    from panoptic_ros.modeling.checkpoint import load_checkpoint
+
+    try:
+        network, metadata, _ = load_checkpoint(path)
+    except ModelFileError as err:
+        raise ConfigError(f"train.init_checkpoint={str(path)!r}: {err}") from err
+    if metadata.labels.names != labels.names:
+        raise ConfigError(
+            f"train.init_checkpoint={str(path)!r} has classes {list(metadata.labels.names)[:6]}"
+            f"..., the label space {list(labels.names)[:6]}...; they must match"
+        )
+    architecture = network.architecture
+    own = {"backbone": cfg.backbone, "fpn": cfg.fpn_channels, "head": cfg.head_channels}
+    theirs = {
+        "backbone": architecture["backbone"],
+        "fpn": architecture["fpn_channels"],
+        "head": architecture["head_channels"],
+    }
+    if own != theirs:
+        logger.info("train.init_checkpoint sets the architecture: %s (config: %s)", theirs, own)
+    logger.info("fine-tuning from %s", path)
+    return network
 
 
 def _environment() -> dict[str, Any]:
@@ -162,6 +215,7 @@ def train(
     device: str = "auto",
     export_onnx: bool = True,
     stop_at: int | None = None,
+    soft_targets: SoftTargetSpec | None = None,
 ) -> TrainOutcome:
     """Train a panoptic network and write its checkpoint, ONNX model and metrics.
 
@@ -180,6 +234,9 @@ def train(
         export_onnx: Write ``model.onnx`` at the end.
         stop_at: Stop after this step as an interruption would (the resumable checkpoint is
             written, nothing final); for tests of ``resume``.
+        soft_targets: The dataset's soft-target entry when the source's samples carry
+            teacher probabilities to distil (``train.distill_weight`` > 0); None: hard
+            labels only.
 
     Raises:
         ConfigError: Too few samples for the configured steps, or nothing to resume.
@@ -194,7 +251,7 @@ def train(
     )
     from panoptic_ros.modeling.network import build_network_from_config
     from panoptic_ros.modeling.pretrained import load_backbone_weights
-    from panoptic_ros.training.losses import panoptic_loss
+    from panoptic_ros.training.losses import LossWeights, panoptic_loss
 
     cfg = config.train
     dist = _distributed_from_environment()
@@ -240,6 +297,15 @@ def train(
         scaler_state = extras.get("scaler_state") or {}
         rng_state = extras.get("rng_state")
         logger.info("resuming from %s at step %d", checkpoint_path, start_step)
+    elif cfg.init_checkpoint:
+        network = initial_network(Path(cfg.init_checkpoint).expanduser(), labels, cfg)
+        metadata = ModelMetadata(
+            labels=labels,
+            input_hw=(cfg.image_height, cfg.image_width),
+            mean_rgb=tuple(float(v) for v in network.mean_rgb),  # type: ignore[arg-type]
+            std_rgb=tuple(float(v) for v in network.std_rgb),  # type: ignore[arg-type]
+            architecture=network.architecture,
+        )
     else:
         load_backbone_weights(network.backbone, cfg.backbone_weights)
 
@@ -266,16 +332,19 @@ def train(
         environment = {**_environment(), "world_size": dist.world}
         (output_dir / "environment.json").write_text(json.dumps(environment, indent=2) + "\n")
 
+    distil = soft_targets is not None and cfg.distill_weight > 0
     dataset = TargetDataset(
         source,
         source_indices[:needed],
         seed=cfg.seed,
-        augment_params=AugmentParams(
-            scale_min=cfg.scale_min,
-            scale_max=cfg.scale_max,
-            crop_hw=(cfg.image_height, cfg.image_width),
-        ),
+        augment_params=augment_params(cfg),
         stride=metadata.output_stride,
+        soft_classes=labels.num_classes if distil else None,
+    )
+    loss_weights = LossWeights(
+        distill=cfg.distill_weight,
+        temperature=cfg.distill_temperature,
+        teacher_temperature=soft_targets.temperature if soft_targets is not None else 1.0,
     )
     outcome = TrainOutcome(steps=start_step, seconds=0.0)
     # Only the first process writes metrics, checkpoints and the model.
@@ -349,7 +418,7 @@ def train(
             batch = {k: v.to(dev, non_blocking=True) for k, v in host_batch.items()}
             with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
                 outputs = model(batch.pop("image"))
-            losses = panoptic_loss(outputs, batch)
+            losses = panoptic_loss(outputs, batch, loss_weights)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses["total"]).backward()  # type: ignore[no-untyped-call]
             scaler.step(optimizer)

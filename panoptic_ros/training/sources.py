@@ -15,6 +15,11 @@ Dataset layouts (``train.dataset_root`` = ROOT, a split = S):
 * coco: ``ROOT/annotations/panoptic_S.json``, its PNGs in ``ROOT/annotations/panoptic_S/``
   (the unzipped official archive) or ``ROOT/panoptic_S/`` (detectron2's layout), and the
   images in ``ROOT/S/``.
+
+A Cityscapes JSON with a ``soft_targets`` entry (``panoptic-ros pseudo-label``) also gives
+the teachers' class probabilities per image; they are read when ``train.distill_weight``
+is above 0. ``train.synthetic_ratio`` mixes synthetic scenes (drawn at the training crop
+size) into the positions of a real dataset.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from panoptic_ros.data.panoptic_format import (
     DatasetSample,
     PanopticDataset,
     PanopticDatasetSource,
+    SoftTargetSpec,
     parse_category_map,
     read_cityscapes_panoptic,
     read_coco_panoptic,
@@ -44,11 +50,13 @@ from panoptic_ros.training.data import SampleSource
 
 __all__ = [
     "EvaluationSamples",
+    "MixedSource",
     "SyntheticSource",
     "TrainingData",
     "build_training_data",
     "dataset_files",
     "load_label_space",
+    "mixed_indices",
     "shuffled_indices",
 ]
 
@@ -66,6 +74,8 @@ class TrainingData:
         eval_samples: Samples scored during training (crowd kept as the evaluation reads
             it), or None for no evaluation.
         description: One line for the log: what is trained on and scored with.
+        soft_targets: The training split's soft-target entry when the run distils (the
+            dataset has soft targets and ``train.distill_weight`` > 0), else None.
     """
 
     labels: LabelSpace
@@ -73,6 +83,7 @@ class TrainingData:
     indices: Sequence[int]
     eval_samples: Sequence[PanopticSample] | None
     description: str
+    soft_targets: SoftTargetSpec | None = None
 
 
 class SyntheticSource:
@@ -92,6 +103,55 @@ class SyntheticSource:
         from panoptic_ros.data.synthetic import generate_scene
 
         return generate_scene(seed, self.height, self.width)
+
+
+class MixedSource:
+    """A real dataset's samples below ``real_count``, synthetic scenes from there on.
+
+    Source index ``real_count + k`` is the synthetic scene of seed ``k``.
+
+    Args:
+        real: The dataset source.
+        real_count: Its number of samples.
+        synthetic: The synthetic scenes.
+    """
+
+    def __init__(self, real: SampleSource, real_count: int, synthetic: SyntheticSource) -> None:
+        self.real = real
+        self.real_count = real_count
+        self.synthetic = synthetic
+
+    def __call__(self, index: int) -> PanopticSample:
+        """Load the sample or generate the scene of ``index``."""
+        if index < self.real_count:
+            return self.real(index)
+        return self.synthetic(index - self.real_count)
+
+
+def _synthetic_seeds(count: int, seed: int) -> list[int]:
+    """``count`` training seeds of synthetic scenes: after a per-run offset, below held-out."""
+    from panoptic_ros.data.synthetic import HELD_OUT_SEED_START
+
+    offset = (seed * 100_003) % HELD_OUT_SEED_START
+    return [(offset + i) % HELD_OUT_SEED_START for i in range(count)]
+
+
+def mixed_indices(real_count: int, needed: int, ratio: float, seed: int) -> tuple[list[int], int]:
+    """Source indices of a real dataset mixed with synthetic scenes at ``ratio``.
+
+    Whether position p is synthetic depends on (seed, p) only (one seeded draw per
+    position), real positions take :func:`shuffled_indices` in order and synthetic ones
+    ``real_count + seed``; so a resumed run sees the same samples.
+
+    Returns:
+        (indices for :class:`MixedSource`, number of synthetic positions).
+    """
+    synthetic = np.random.default_rng([seed, 0x5E7]).random(needed) < ratio
+    count = int(synthetic.sum())
+    real = iter(shuffled_indices(real_count, needed - count, seed) if count < needed else [])
+    scenes = iter(_synthetic_seeds(count, seed))
+    indices = [real_count + next(scenes) if flag else next(real) for flag in synthetic]
+    return indices, count
 
 
 class EvaluationSamples(Sequence[DatasetSample]):
@@ -242,6 +302,7 @@ def _source(
     explicit: bool,
     where: str,
     crowd: Any,
+    soft_targets: bool = False,
 ) -> PanopticDatasetSource:
     """A dataset source whose categories reach the label space; else a ConfigError."""
     categories = set(dataset.categories)
@@ -257,7 +318,7 @@ def _source(
             f"no category of {where} (ids {sorted(categories)[:8]}) maps into the label space "
             f"(ids {sorted(mapping)[:8]}); set dataset.category_map or train.labels_file"
         )
-    return PanopticDatasetSource(dataset, labels, mapping, crowd=crowd)
+    return PanopticDatasetSource(dataset, labels, mapping, crowd=crowd, soft_targets=soft_targets)
 
 
 def build_training_data(config: Config, world_size: int = 1) -> TrainingData:
@@ -279,21 +340,24 @@ def build_training_data(config: Config, world_size: int = 1) -> TrainingData:
     cfg = config.train
     labels = load_label_space(cfg.labels_file, config.labels.drivable_classes)
     needed = cfg.steps * cfg.batch_size * world_size
+    if cfg.init_checkpoint and not Path(cfg.init_checkpoint).expanduser().is_file():
+        raise ConfigError(
+            f"train.init_checkpoint={cfg.init_checkpoint!r} does not exist; name a run's "
+            "model.safetensors"
+        )
     if cfg.dataset == "synthetic" and config.dataset.category_map:
         raise ConfigError(
             "dataset.category_map applies to cityscapes and coco; synthetic scenes are drawn "
             "in Cityscapes' 19 classes"
         )
     if cfg.dataset == "synthetic":
-        from panoptic_ros.data.synthetic import HELD_OUT_SEED_START
         from panoptic_ros.evaluation.model_eval import held_out_synthetic
 
         # Training seeds start after a per-run offset and stay below the held-out range.
-        offset = (cfg.seed * 100_003) % HELD_OUT_SEED_START
         return TrainingData(
             labels=labels,
             source=SyntheticSource(cfg.image_height, cfg.image_width),
-            indices=[(offset + i) % HELD_OUT_SEED_START for i in range(needed)],
+            indices=_synthetic_seeds(needed, cfg.seed),
             eval_samples=held_out_synthetic(cfg.eval_images, cfg.image_height, cfg.image_width),
             description=f"synthetic scenes, {cfg.eval_images} held-out scenes for evaluation",
         )
@@ -308,7 +372,8 @@ def build_training_data(config: Config, world_size: int = 1) -> TrainingData:
     explicit = bool(config.dataset.category_map)
     dataset = _read_split(cfg.dataset, root, cfg.train_split, "train.train_split")
     where = f"the {cfg.dataset} split {cfg.train_split!r}"
-    source = _source(dataset, labels, mapping, explicit, where, "void")
+    distil = cfg.distill_weight > 0 and dataset.soft_targets is not None
+    source: SampleSource = _source(dataset, labels, mapping, explicit, where, "void", distil)
     eval_samples: EvaluationSamples | None = None
     scored = "no evaluation (train.eval_split is '')"
     if cfg.eval_split:
@@ -318,13 +383,27 @@ def build_training_data(config: Config, world_size: int = 1) -> TrainingData:
         count = len(held_out) if cfg.eval_images == 0 else min(cfg.eval_images, len(held_out))
         eval_samples = EvaluationSamples(eval_source, count)
         scored = f"{count} images of {cfg.eval_split!r} for evaluation"
+    indices = shuffled_indices(len(dataset), needed, cfg.seed)
+    mixed = ""
+    if cfg.synthetic_ratio:
+        indices, count = mixed_indices(len(dataset), needed, cfg.synthetic_ratio, cfg.seed)
+        source = MixedSource(
+            source, len(dataset), SyntheticSource(cfg.image_height, cfg.image_width)
+        )
+        mixed = f", {count} of {needed} samples synthetic scenes"
+    soft = dataset.soft_targets if distil else None
+    with_soft = ""
+    if soft is not None:
+        have = sum(record.soft_target_path is not None for record in dataset)
+        with_soft = f", soft targets for {have} images (distillation)"
     return TrainingData(
         labels=labels,
         source=source,
-        indices=shuffled_indices(len(dataset), needed, cfg.seed),
+        indices=indices,
         eval_samples=eval_samples,
         description=(
             f"{cfg.dataset} {cfg.train_split!r} ({len(dataset)} images, {labels.num_classes} "
-            f"classes) from {str(root)!r}, {scored}"
+            f"classes) from {str(root)!r}{with_soft}{mixed}, {scored}"
         ),
+        soft_targets=soft,
     )

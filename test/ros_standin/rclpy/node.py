@@ -81,7 +81,8 @@ class Node:
         self._parameter_overrides = {p.name: p for p in parameter_overrides or []}
         self._parameters: dict[str, Parameter] = {}
         self._descriptors: dict[str, Any] = {}  # read by tests
-        self._callbacks: list[Callable[[list[Parameter]], Any]] = []
+        # rclpy's name (LifecycleNodeMixin uses _callbacks for its transitions)
+        self._parameters_callbacks: list[Callable[[list[Parameter]], Any]] = []
         self._logger = Logger(node_name)
         self._clock = Clock(clock_type=ClockType.ROS_TIME)
         self.publishers: list[Publisher] = []
@@ -184,13 +185,16 @@ class Node:
         return self._parameters[name]
 
     def add_on_set_parameters_callback(self, callback: Callable[[list[Parameter]], Any]) -> None:
-        self._callbacks.insert(0, callback)
+        self._parameters_callbacks.insert(0, callback)
 
-    def set_parameters(self, parameters: list[Parameter]) -> list[Any]:
+    def remove_on_set_parameters_callback(self, callback: Callable[[list[Parameter]], Any]) -> None:
+        self._parameters_callbacks.remove(callback)
+
+    def set_parameters(self, parameter_list: list[Parameter]) -> list[Any]:
         from rcl_interfaces.msg import SetParametersResult
 
         results = []
-        for parameter in parameters:
+        for parameter in parameter_list:
             if parameter.name not in self._parameters:
                 raise ParameterNotDeclaredException(parameter.name)
             result = self._apply_descriptor(parameter, self._descriptors[parameter.name])
@@ -198,7 +202,7 @@ class Node:
                 results.append(result)
                 continue
             result = SetParametersResult(successful=True)
-            for callback in self._callbacks:
+            for callback in self._parameters_callbacks:
                 result = callback([parameter])
                 if not result.successful:
                     break
@@ -215,6 +219,7 @@ class Node:
         qos_profile: QoSProfile | int,
         *,
         qos_overriding_options: Any = None,
+        publisher_class: type[Publisher] = Publisher,
         **_: Any,
     ) -> Publisher:
         qos = qos_profile if isinstance(qos_profile, QoSProfile) else QoSProfile(depth=qos_profile)
@@ -223,7 +228,7 @@ class Node:
             from rclpy.qos_overriding_options import declare_qos_parameters
 
             declare_qos_parameters("publisher", self, resolved, qos, qos_overriding_options)
-        publisher = Publisher(msg_type, resolved, qos)
+        publisher = publisher_class(msg_type, resolved, qos)
         GRAPH.publishers[publisher.topic_name].append(publisher)
         self.publishers.append(publisher)
         return publisher
@@ -270,7 +275,16 @@ class Node:
         self.timers.append(timer)
         return timer
 
+    def destroy_timer(self, timer: Timer) -> bool:
+        if timer not in self.timers:
+            return False
+        timer.cancel()
+        self.timers.remove(timer)
+        return True
+
     def destroy_node(self) -> None:
+        for timer in list(self.timers):
+            self.destroy_timer(timer)
         for publisher in list(self.publishers):
             self.destroy_publisher(publisher)
         for subscription in list(self.subscriptions):

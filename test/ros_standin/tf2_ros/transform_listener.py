@@ -11,13 +11,21 @@ class TransformListener:
         from tf2_msgs.msg import TFMessage
 
         self.buffer = buffer
-        node.create_subscription(TFMessage, "/tf", self._callback, QoSProfile(depth=100))
-        node.create_subscription(
+        self.node = node
+        self.tf_sub = node.create_subscription(
+            TFMessage, "/tf", self._callback, QoSProfile(depth=100)
+        )
+        self.tf_static_sub = node.create_subscription(
             TFMessage,
             "/tf_static",
             self._static_callback,
             QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL),
         )
+
+    def unregister(self) -> None:
+        """Destroy the two subscriptions (tf2_ros' name)."""
+        self.node.destroy_subscription(self.tf_sub)
+        self.node.destroy_subscription(self.tf_static_sub)
 
     def _callback(self, message: Any) -> None:
         for transform in message.transforms:

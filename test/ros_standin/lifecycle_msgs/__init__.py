@@ -1,0 +1,1 @@
+"""Stand-in lifecycle_msgs package."""

@@ -1,0 +1,1 @@
+"""Stand-in rclpy.impl: only what the lifecycle emulation needs."""
