@@ -15,6 +15,7 @@ take plain arguments.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ __all__ = [
     "LabelsConfig",
     "ModelConfig",
     "NodeConfig",
+    "ObjectsConfig",
     "Precision",
     "RenderConfig",
     "ReplayConfig",
@@ -49,6 +51,7 @@ __all__ = [
     "flatten_config",
     "load_config",
     "parse_category_entries",
+    "parse_length_prior",
     "parse_override",
     "render_params_yaml",
 ]
@@ -318,6 +321,18 @@ class NodeConfig:
         "which are subscribed at start-up)",
         read_only=True,
     )
+    publish_objects: bool = setting(
+        False,
+        "publish <camera>/objects (vision_msgs/Detection3DArray in grid.frame_id: detected "
+        "things on the ground plane; needs CameraInfo and TF, which are subscribed at start-up)",
+        read_only=True,
+    )
+    publish_objects_markers: bool = setting(
+        False,
+        "with publish_objects, also publish <camera>/objects_markers "
+        "(visualization_msgs/MarkerArray: boxes and labels for RViz)",
+        read_only=True,
+    )
     track_min_overlap: float = setting(
         0.3,
         "mask overlap (IoU) needed to keep an object's id from the previous frame",
@@ -414,6 +429,58 @@ class GridConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectsConfig:
+    """Detected things placed on the ground plane of grid.frame_id (the objects output)."""
+
+    max_range_m: float = setting(
+        60.0,
+        "objects whose ground contact is further than this (horizontally) are left out",
+        minimum=1.0,
+        maximum=1000.0,
+    )
+    tilt_sigma_deg: float = setting(
+        1.0,
+        "standard deviation of the real ground's tilt against the flat plane, in degrees "
+        "(enters the range covariance)",
+        minimum=0.0,
+        maximum=30.0,
+    )
+    pixel_sigma_px: float = setting(
+        1.0,
+        "standard deviation of a mask's lower edge in image pixels (enters the range "
+        "covariance); about 1.2 for masks from stride-4 cells at full resolution",
+        minimum=0.0,
+        maximum=100.0,
+    )
+    contact_percentile: float = setting(
+        90.0,
+        "percentile of the per-column lowest mask rows taken as the ground contact row",
+        minimum=50.0,
+        maximum=100.0,
+    )
+    length_prior: tuple[str, ...] = setting(
+        (
+            "car=4.5",
+            "truck=8.0",
+            "bus=12.0",
+            "train=20.0",
+            "person=0.6",
+            "rider=1.8",
+            "bicycle=1.8",
+            "motorcycle=2.1",
+        ),
+        "object length in metres along the viewing ray per class, as 'NAME=METRES' entries "
+        "(a monocular mask shows no depth)",
+    )
+    default_length_m: float = setting(
+        1.0, "length of classes without a length_prior entry", minimum=0.01, maximum=100.0
+    )
+
+    def __post_init__(self) -> None:
+        parse_length_prior(self.length_prior)
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayConfig:
     """Offline replay of a rosbag2 through the pipeline."""
 
@@ -428,12 +495,48 @@ class ReplayConfig:
         maximum=1000.0,
     )
     max_frames: int = setting(0, "stop after this many frames; 0 = all", minimum=0)
+    write_objects: bool = setting(
+        True,
+        "write <namespace>/objects and objects_markers when the bag holds the camera's "
+        "CameraInfo and /tf_static (ground frame and settings: grid.*, objects.*)",
+    )
 
     def __post_init__(self) -> None:
         if not self.output_namespace.startswith("/"):
             raise ConfigError(
                 f"replay.output_namespace={self.output_namespace!r} must start with '/'"
             )
+
+
+def parse_length_prior(entries: Sequence[str]) -> dict[str, float]:
+    """Read ``objects.length_prior`` entries: ``'NAME=METRES'`` -> {class name: metres}.
+
+    Raises:
+        ConfigError: An entry without ``=``, an empty or repeated name, or a length that is
+            not a positive number.
+    """
+    lengths: dict[str, float] = {}
+    for entry in entries:
+        name, sep, value = str(entry).partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ConfigError(
+                f"objects.length_prior entry {entry!r} must look like NAME=METRES (car=4.5)"
+            )
+        try:
+            metres = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"objects.length_prior entry {entry!r}: {value.strip()!r} is not a number"
+            ) from None
+        if not math.isfinite(metres) or metres <= 0:
+            raise ConfigError(
+                f"objects.length_prior entry {entry!r} must be a positive length in metres"
+            )
+        if name in lengths:
+            raise ConfigError(f"objects.length_prior names {name!r} twice")
+        lengths[name] = metres
+    return lengths
 
 
 def parse_category_entries(entries: Sequence[str]) -> list[tuple[int, str]]:
@@ -702,6 +805,7 @@ class Config:
     render: RenderConfig = field(default_factory=RenderConfig)
     node: NodeConfig = field(default_factory=NodeConfig)
     grid: GridConfig = field(default_factory=GridConfig)
+    objects: ObjectsConfig = field(default_factory=ObjectsConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -925,7 +1029,16 @@ def _yaml_scalar(value: Any) -> str:
 
 
 #: Sections the node reads; ``replay`` and ``train`` belong to the command line only.
-RUNTIME_SECTIONS = ("model", "backend", "fusion", "labels", "render", "node", "grid")
+RUNTIME_SECTIONS = (
+    "model",
+    "backend",
+    "fusion",
+    "labels",
+    "render",
+    "node",
+    "grid",
+    "objects",
+)
 
 
 def render_params_yaml(

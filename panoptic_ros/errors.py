@@ -18,6 +18,7 @@ __all__ = [
     "EvaluationError",
     "ModelFileError",
     "PanopticError",
+    "TransformError",
     "first_line",
 ]
 
@@ -56,6 +57,10 @@ class BagError(PanopticError):
 
 class EvaluationError(PanopticError):
     """Predictions or ground truth for evaluation are inconsistent or unreadable."""
+
+
+class TransformError(PanopticError):
+    """A transform between two frames is unknown, or not known at the asked time."""
 
 
 def first_line(err: BaseException | str) -> str:

@@ -5,10 +5,13 @@
     output_dir/
       panoptic/       rosbag2 (MCAP): <namespace>/drivable_mask, semantic, instance_ids,
                       instances, overlay; one message per processed frame on each, with
-                      the input header, at the input message's log time
+                      the input header, at the input message's log time; and
+                      <namespace>/objects, objects_markers (ground frame, image stamp)
+                      when the bag holds the camera's CameraInfo and /tf_static
       overlay.mp4     the overlay as a video (unless replay.write_video is false)
       summary.json    frames, skipped frames and why, fps, per-stage p50/p99 (the stages of
-                      panoptic_ros.timing.STAGES, then write and total), topics, files
+                      panoptic_ros.timing.STAGES, then objects, write and total), topics,
+                      files
       config.yaml     the resolved configuration (when the caller passes one)
 
 Everything is checked before any work (bag readable, topic, output not existing and not
@@ -49,10 +52,19 @@ from panoptic_ros.bags import (
     staging_path,
 )
 from panoptic_ros.camera_pipeline import CameraPipeline, FramePipeline, Tracker
-from panoptic_ros.config import RenderConfig, ReplayConfig
+from panoptic_ros.config import GridConfig, ObjectsConfig, RenderConfig, ReplayConfig
 from panoptic_ros.errors import BagError, CodecError
+from panoptic_ros.labels import LabelSpace
 from panoptic_ros.output_paths import check_output
-from panoptic_ros.ros_messages import OUTPUT_TOPICS, MessageClasses, stamp_ns
+from panoptic_ros.replay_objects import ReplayGround
+from panoptic_ros.ros_messages import (
+    GROUND_TOPICS,
+    OUTPUT_TOPICS,
+    MessageClasses,
+    object_detection_array,
+    object_markers,
+    stamp_ns,
+)
 from panoptic_ros.timing import STAGES as FRAME_STAGES
 from panoptic_ros.timing import StageStats, ms_since
 
@@ -76,9 +88,10 @@ SUMMARY_FILENAME: Final = "summary.json"
 CONFIG_FILENAME: Final = "config.yaml"
 
 #: Reported stages: those of every frame (:data:`panoptic_ros.timing.STAGES`), then
-#: ``write`` (serialising the messages, writing them to the bag and the overlay to the
-#: video) and ``total`` (the whole frame, wall clock).
-STAGES: Final = (*FRAME_STAGES, "write", "total")
+#: ``objects`` (placing ground objects and building their messages; 0 without CameraInfo
+#: and TF in the bag), ``write`` (serialising the messages, writing them to the bag and the
+#: overlay to the video) and ``total`` (the whole frame, wall clock).
+STAGES: Final = (*FRAME_STAGES, "objects", "write", "total")
 
 # Frames buffered before the video opens, to estimate its frame rate from their stamps.
 _FPS_PROBE_FRAMES: Final = 8
@@ -88,6 +101,8 @@ _FALLBACK_FPS: Final = 10.0
 
 class ReplayPipeline(FramePipeline, Protocol):
     """What replay needs of :class:`panoptic_ros.pipeline.PanopticPipeline`."""
+
+    labels: LabelSpace
 
     def describe(self) -> str:
         """One line: backend, model, sizes."""
@@ -113,6 +128,8 @@ class ReplaySummary:
         backend: ``pipeline.describe()``.
         video_fps: Frame rate of ``overlay.mp4``; None when no video was written.
         versions: Library versions of the run.
+        objects: Ground objects: frames written, frames without (by reason), instances
+            left out (by reason); empty when the bag had no CameraInfo or /tf_static.
     """
 
     input_bag: str
@@ -129,6 +146,7 @@ class ReplaySummary:
     backend: str
     video_fps: float | None
     versions: Mapping[str, str] = field(default_factory=dict)
+    objects: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready mapping."""
@@ -154,6 +172,7 @@ class ReplaySummary:
             "backend": self.backend,
             "video_fps": None if self.video_fps is None else round(self.video_fps, 3),
             "versions": dict(self.versions),
+            "objects": dict(self.objects),
         }
 
     def format_table(self) -> str:
@@ -170,6 +189,16 @@ class ReplaySummary:
         lines.append("")
         for reason, count in self.skipped_reasons.items():
             lines.append(f"skipped  {count} x {reason}")
+        if self.objects:
+            left_out = ", ".join(
+                f"{n} {reason}" for reason, n in self.objects["left_out"].items() if n
+            )
+            lines.append(
+                f"objects  {self.objects['frames']} frames placed on the ground"
+                + (f"; left out: {left_out}" if left_out else "")
+            )
+            for reason, count in self.objects["frames_without"].items():
+                lines.append(f"objects  {count} frames without: {reason}")
         lines += [f"topic    {t} ({n} msgs)" for t, n in self.topics_written.items()]
         lines += [f"wrote    {Path(self.output_dir) / name}" for name in self.files]
         return "\n".join(lines)
@@ -284,6 +313,8 @@ def run_replay(
     progress: bool = True,
     tracker: Tracker | None = None,
     config_dump: Mapping[str, Any] | None = None,
+    grid: GridConfig | None = None,
+    objects: ObjectsConfig | None = None,
 ) -> ReplaySummary:
     """Replay a bag's image topic through ``pipeline`` and write the outputs.
 
@@ -299,6 +330,9 @@ def run_replay(
         progress: Show a progress bar on stderr (only when stderr is a terminal).
         tracker: Assigns persistent ids; default a new ``InstanceTracker``.
         config_dump: The resolved configuration, saved as ``config.yaml``.
+        grid: Ground frame and rectification of the ``objects`` output (default settings
+            when None).
+        objects: Geometry settings of the ``objects`` output (defaults when None).
 
     Returns:
         The summary (also saved as ``summary.json``).
@@ -322,6 +356,11 @@ def run_replay(
             raise BagError(f"topic {chosen!r} of {str(bag)!r} has no messages; nothing to replay")
         if config.max_frames:
             total = min(total, config.max_frames)
+        ground = (
+            ReplayGround.from_bag(reader, chosen, grid or GridConfig(), objects or ObjectsConfig())
+            if config.write_objects
+            else None
+        )
         staging = staging_path(output_dir)
         try:
             output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -342,6 +381,7 @@ def run_replay(
                 render=render,
                 progress=progress,
                 config_dump=config_dump,
+                ground=ground,
             )
             if summary.frames + summary.skipped == 0:
                 raise BagError(
@@ -376,12 +416,15 @@ def _replay_into(
     render: RenderConfig,
     progress: bool,
     config_dump: Mapping[str, Any] | None,
+    ground: ReplayGround | None = None,
 ) -> ReplaySummary:
     """Process every frame into ``staging``; returns the summary (written there too)."""
     typestore = make_typestore()
     camera = CameraPipeline(pipeline, MessageClasses.from_typestore(typestore), tracker=tracker)
     namespace = config.output_namespace.rstrip("/")
     topics = {name: f"{namespace}/{name}" for name in OUTPUT_TOPICS}
+    ground_topics = {name: f"{namespace}/{name}" for name in GROUND_TOPICS}
+    colors = {c.name: c.color_rgb for c in pipeline.labels.classes}
     timings: dict[str, list[float]] = {stage: [] for stage in STAGES}
     skipped: dict[str, int] = {}
     processed = 0
@@ -402,6 +445,9 @@ def _replay_into(
         with BagWriter(staging / BAG_DIRNAME, storage="mcap", typestore=typestore) as writer:
             for name, msgtype in OUTPUT_TOPICS.items():
                 writer.add_topic(topics[name], msgtype)
+            if ground is not None:
+                for name, msgtype in GROUND_TOPICS.items():
+                    writer.add_topic(ground_topics[name], msgtype)
             for index, (log_time_ns, msg) in enumerate(reader_messages):
                 if config.max_frames and index >= config.max_frames:
                     break
@@ -416,19 +462,41 @@ def _replay_into(
                     skipped[reason] = skipped.get(reason, 0) + 1
                     continue
 
+                objects_start = time.perf_counter_ns()
+                ground_messages: dict[str, Any] = {}
+                located = ground.locate(log_time_ns, msg.header, frame.result) if ground else None
+                if ground is not None and located is not None:
+                    stamp, frame_id = msg.header.stamp, ground.frame_id
+                    ground_messages = {
+                        "objects": object_detection_array(
+                            camera.classes, stamp, frame_id, located.objects
+                        ),
+                        "objects_markers": object_markers(
+                            camera.classes, stamp, frame_id, located.objects, colors
+                        ),
+                    }
+                objects_ms = ms_since(objects_start)
+
                 write_start = time.perf_counter_ns()
                 for name, message in frame.messages.items():
                     data = writer.serialize(message)
                     writer.write_serialized(topics[name], OUTPUT_TOPICS[name], data, log_time_ns)
+                for name, message in ground_messages.items():
+                    data = writer.serialize(message)
+                    writer.write_serialized(
+                        ground_topics[name], GROUND_TOPICS[name], data, log_time_ns
+                    )
                 if video is not None and frame.overlay is not None:
                     video.add(frame.overlay, stamp_ns(msg.header) or log_time_ns)
 
                 for stage, value in frame.result.timings.as_dict().items():
                     timings[stage].append(value)
+                timings["objects"].append(objects_ms)
                 timings["write"].append(ms_since(write_start))
                 timings["total"].append(ms_since(frame_start))
                 processed += 1
-            topics_written = {t: writer.counts.get(t, 0) for t in topics.values()}
+            written = [*topics.values(), *(ground_topics.values() if ground else ())]
+            topics_written = {t: writer.counts.get(t, 0) for t in written}
         files = [BAG_DIRNAME]
         if video is not None:
             if video.close():
@@ -463,6 +531,7 @@ def _replay_into(
         backend=pipeline.describe(),
         video_fps=video.fps if video is not None and VIDEO_FILENAME in files else None,
         versions=_versions(),
+        objects=ground.summary() if ground is not None else {},
     )
     (staging / SUMMARY_FILENAME).write_text(
         json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8"

@@ -13,12 +13,18 @@ Outputs (see :data:`OUTPUT_TOPICS`), all with the input image's header unchanged
 * ``instance_ids``: 16UC1 (little-endian), k where the k-th detection lies, 0 none;
 * ``instances``: ``vision_msgs/Detection2DArray``, detection k-1 <-> value k;
 * ``overlay``: bgr8 picture for RViz.
+
+Ground outputs (see :data:`GROUND_TOPICS`), in the ground frame with the image's stamp:
+
+* ``objects``: ``vision_msgs/Detection3DArray`` of :mod:`panoptic_ros.ground_objects`;
+* ``objects_markers``: ``visualization_msgs/MarkerArray`` (cubes and labels) for RViz.
 """
 
 from __future__ import annotations
 
 import array
-from collections.abc import Callable, Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType, ModuleType
 from typing import Any, Final, Literal
@@ -27,9 +33,11 @@ import numpy as np
 import numpy.typing as npt
 
 from panoptic_ros.errors import CodecError
+from panoptic_ros.ground_objects import GroundObject
 from panoptic_ros.results import FrameResult, Instance
 
 __all__ = [
+    "GROUND_TOPICS",
     "OUTPUT_TOPICS",
     "ImageEncoding",
     "MessageClasses",
@@ -37,6 +45,8 @@ __all__ = [
     "detection_array",
     "header_message",
     "image_message",
+    "object_detection_array",
+    "object_markers",
     "rclpy_byte_array",
     "rclpy_float64_array",
     "stamp_ns",
@@ -50,6 +60,14 @@ OUTPUT_TOPICS: Final[Mapping[str, str]] = MappingProxyType(
         "instance_ids": "sensor_msgs/msg/Image",
         "instances": "vision_msgs/msg/Detection2DArray",
         "overlay": "sensor_msgs/msg/Image",
+    }
+)
+
+#: Ground output name (relative topic) -> ROS message type.
+GROUND_TOPICS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "objects": "vision_msgs/msg/Detection3DArray",
+        "objects_markers": "visualization_msgs/msg/MarkerArray",
     }
 )
 
@@ -125,6 +143,15 @@ class MessageClasses:
         byte_array: Converts a C-contiguous [L] uint8 buffer into the value ``Image.data``
             takes (rosbags: the ndarray itself; rclpy: :func:`rclpy_byte_array`).
         float64_array: Converts [36] float64 into the covariance field's value.
+        Detection3DArray: ``vision_msgs/Detection3DArray`` (None: ``objects`` unavailable).
+        Detection3D: ``vision_msgs/Detection3D``.
+        BoundingBox3D: ``vision_msgs/BoundingBox3D``.
+        Vector3: ``geometry_msgs/Vector3``.
+        MarkerArray: ``visualization_msgs/MarkerArray`` (None: no markers).
+        Marker: Builds a ``visualization_msgs/Marker`` from Humble's fields (rosbags' Jazzy
+            class also needs the texture and mesh-file fields added in Iron: filled empty).
+        ColorRGBA: ``std_msgs/ColorRGBA``.
+        Duration: ``builtin_interfaces/Duration``.
     """
 
     Header: Callable[..., Any]
@@ -143,6 +170,14 @@ class MessageClasses:
     Quaternion: Callable[..., Any]
     byte_array: Callable[[npt.NDArray[np.uint8]], Any] = _identity
     float64_array: Callable[[npt.NDArray[np.float64]], Any] = _identity
+    Detection3DArray: Callable[..., Any] | None = None
+    Detection3D: Callable[..., Any] | None = None
+    BoundingBox3D: Callable[..., Any] | None = None
+    Vector3: Callable[..., Any] | None = None
+    MarkerArray: Callable[..., Any] | None = None
+    Marker: Callable[..., Any] | None = None
+    ColorRGBA: Callable[..., Any] | None = None
+    Duration: Callable[..., Any] | None = None
 
     @classmethod
     def from_typestore(cls, typestore: Any) -> MessageClasses:
@@ -172,11 +207,25 @@ class MessageClasses:
             raise CodecError(
                 f"typestore lacks {missing[0]}; build it with panoptic_ros.bags.make_typestore()"
             )
+        types = typestore.types
+        ground = {
+            "Detection3DArray": "vision_msgs/msg/Detection3DArray",
+            "Detection3D": "vision_msgs/msg/Detection3D",
+            "BoundingBox3D": "vision_msgs/msg/BoundingBox3D",
+            "Vector3": "geometry_msgs/msg/Vector3",
+            "MarkerArray": "visualization_msgs/msg/MarkerArray",
+            "ColorRGBA": "std_msgs/msg/ColorRGBA",
+            "Duration": "builtin_interfaces/msg/Duration",
+        }
+        optional = {key: types.get(name) for key, name in ground.items()}
+        marker = types.get("visualization_msgs/msg/Marker")
         # rosbags stores uint8[] and float64[36] as ndarrays: pass them through, no copy.
         return cls(
-            **{key: typestore.types[name] for key, name in names.items()},
+            **{key: types[name] for key, name in names.items()},
             byte_array=_identity,
             float64_array=_identity,
+            Marker=None if marker is None else _jazzy_marker(types),
+            **optional,
         )
 
     @classmethod
@@ -188,11 +237,12 @@ class MessageClasses:
         sensor_msgs: ModuleType,
         geometry_msgs: ModuleType,
         vision_msgs: ModuleType,
+        visualization_msgs: ModuleType | None = None,
     ) -> MessageClasses:
         """Take the classes from imported rclpy message modules (``std_msgs.msg`` ...).
 
         The node imports the ``*.msg`` modules and passes them here, so this module stays
-        free of ROS imports.
+        free of ROS imports. Without ``visualization_msgs`` there are no markers.
         """
         return cls(
             Header=std_msgs.Header,
@@ -211,7 +261,41 @@ class MessageClasses:
             Quaternion=geometry_msgs.Quaternion,
             byte_array=rclpy_byte_array,
             float64_array=rclpy_float64_array,
+            # Absent classes (an older package, no visualization_msgs) leave None: only
+            # the outputs that need them are refused.
+            Detection3DArray=getattr(vision_msgs, "Detection3DArray", None),
+            Detection3D=getattr(vision_msgs, "Detection3D", None),
+            BoundingBox3D=getattr(vision_msgs, "BoundingBox3D", None),
+            Vector3=getattr(geometry_msgs, "Vector3", None),
+            MarkerArray=getattr(visualization_msgs, "MarkerArray", None),
+            Marker=getattr(visualization_msgs, "Marker", None),
+            ColorRGBA=getattr(std_msgs, "ColorRGBA", None),
+            Duration=getattr(builtin_interfaces, "Duration", None),
         )
+
+
+def _jazzy_marker(types: Mapping[str, Any]) -> Callable[..., Any]:
+    """A Marker factory taking Humble's fields; the fields added in Iron are left empty."""
+    marker = types["visualization_msgs/msg/Marker"]
+    image = types["sensor_msgs/msg/CompressedImage"]
+    mesh = types["visualization_msgs/msg/MeshFile"]
+    time = types["builtin_interfaces/msg/Time"]
+    header = types["std_msgs/msg/Header"]
+
+    def build(**fields: Any) -> Any:
+        return marker(
+            **fields,
+            texture_resource="",
+            texture=image(
+                header=header(stamp=time(sec=0, nanosec=0), frame_id=""),
+                format="",
+                data=np.zeros(0, dtype=np.uint8),
+            ),
+            uv_coordinates=[],
+            mesh_file=mesh(filename="", data=np.zeros(0, dtype=np.uint8)),
+        )
+
+    return build
 
 
 def header_message(classes: MessageClasses, stamp_ns: int, frame_id: str) -> Any:
@@ -317,6 +401,172 @@ def detection_array(classes: MessageClasses, header: Any, result: FrameResult) -
     return classes.Detection2DArray(
         header=header, detections=[_detection(classes, header, inst) for inst in ordered]
     )
+
+
+def _needs(classes: MessageClasses, *names: str) -> list[Callable[..., Any]]:
+    found = [getattr(classes, name) for name in names]
+    missing = [name for name, cls in zip(names, found, strict=True) if cls is None]
+    if missing:
+        raise CodecError(f"no {missing[0]} message class given; is its package installed?")
+    return found
+
+
+def _ground_pose(classes: MessageClasses, obj: GroundObject) -> Any:
+    x, y, z = obj.position_xyz
+    return classes.Pose(
+        position=classes.Point(x=float(x), y=float(y), z=float(z)),
+        orientation=classes.Quaternion(
+            x=0.0, y=0.0, z=math.sin(obj.yaw / 2.0), w=math.cos(obj.yaw / 2.0)
+        ),
+    )
+
+
+def object_detection_array(
+    classes: MessageClasses, stamp: Any, frame_id: str, objects: Sequence[GroundObject]
+) -> Any:
+    """Build the ``vision_msgs/Detection3DArray`` of a frame's ground objects.
+
+    One ``Detection3D`` per object: ``id`` as the ``instances`` detection of the same
+    object (the track id), one hypothesis (class name, score) whose pose is the box centre
+    with the object's covariance, and the box (centre, size = length along the viewing
+    ray, width, height).
+
+    Args:
+        classes: Message classes to instantiate (with the 3D classes).
+        stamp: The image's stamp (``builtin_interfaces/Time``), carried unchanged.
+        frame_id: The ground frame (``grid.frame_id``).
+        objects: The objects (:func:`panoptic_ros.ground_objects.locate_objects`).
+
+    Raises:
+        CodecError: ``classes`` has no vision_msgs 3D classes.
+    """
+    array_cls, detection_cls, box_cls, vector_cls = _needs(
+        classes, "Detection3DArray", "Detection3D", "BoundingBox3D", "Vector3"
+    )
+    header = classes.Header(stamp=stamp, frame_id=frame_id)
+    detections = []
+    for obj in objects:
+        length, width, height = obj.size_lwh
+        hypothesis = classes.ObjectHypothesisWithPose(
+            hypothesis=classes.ObjectHypothesis(class_id=obj.class_name, score=float(obj.score)),
+            pose=classes.PoseWithCovariance(
+                pose=_ground_pose(classes, obj),
+                covariance=classes.float64_array(obj.covariance.reshape(_COVARIANCE_SIZE)),
+            ),
+        )
+        detections.append(
+            detection_cls(
+                header=header,
+                results=[hypothesis],
+                bbox=box_cls(
+                    center=_ground_pose(classes, obj),
+                    size=vector_cls(x=float(length), y=float(width), z=float(height)),
+                ),
+                id=obj.object_id,
+            )
+        )
+    return array_cls(header=header, detections=detections)
+
+
+# visualization_msgs/Marker constants (the same in Humble and Jazzy).
+_CUBE: Final = 1
+_TEXT_VIEW_FACING: Final = 9
+_ADD: Final = 0
+_DELETEALL: Final = 3
+_LABEL_HEIGHT_M: Final = 0.6
+
+
+def object_markers(
+    classes: MessageClasses,
+    stamp: Any,
+    frame_id: str,
+    objects: Sequence[GroundObject],
+    colors_rgb: Mapping[str, tuple[int, int, int]] | None = None,
+) -> Any:
+    """Build a ``visualization_msgs/MarkerArray`` of the objects for RViz.
+
+    A ``DELETEALL`` marker first (RViz drops the previous frame's boxes, so none lingers),
+    then per object a translucent cube (namespace ``objects``) and a label "class id score
+    range" above it (namespace ``labels``), both with the object id as marker id when it
+    is a number.
+
+    Args:
+        classes: Message classes to instantiate (with the visualization_msgs classes).
+        stamp: The image's stamp, carried unchanged.
+        frame_id: The ground frame.
+        objects: The objects.
+        colors_rgb: Class name -> display colour (0..255); grey for others.
+
+    Raises:
+        CodecError: ``classes`` has no visualization_msgs classes.
+    """
+    array_cls, marker_cls, vector_cls, color_cls, duration_cls = _needs(
+        classes, "MarkerArray", "Marker", "Vector3", "ColorRGBA", "Duration"
+    )
+    header = classes.Header(stamp=stamp, frame_id=frame_id)
+    colors = colors_rgb or {}
+
+    def marker(**fields: Any) -> Any:
+        base: dict[str, Any] = {
+            "header": header,
+            "ns": "",
+            "id": 0,
+            "type": _CUBE,
+            "action": _ADD,
+            "pose": classes.Pose(
+                position=classes.Point(x=0.0, y=0.0, z=0.0),
+                orientation=classes.Quaternion(x=0.0, y=0.0, z=0.0, w=1.0),
+            ),
+            "scale": vector_cls(x=1.0, y=1.0, z=1.0),
+            "color": color_cls(r=0.0, g=0.0, b=0.0, a=0.0),
+            "lifetime": duration_cls(sec=0, nanosec=0),
+            "frame_locked": False,
+            "points": [],
+            "colors": [],
+            "text": "",
+            "mesh_resource": "",
+            "mesh_use_embedded_materials": False,
+        }
+        base.update(fields)
+        return marker_cls(**base)
+
+    markers = [marker(action=_DELETEALL)]
+    for number, obj in enumerate(objects):
+        marker_id = int(obj.object_id) if obj.object_id.isdigit() else number
+        marker_id = marker_id if marker_id < 2**31 else number
+        length, width, height = obj.size_lwh
+        r, g, b = colors.get(obj.class_name, (160, 160, 160))
+        markers.append(
+            marker(
+                ns="objects",
+                id=marker_id,
+                pose=_ground_pose(classes, obj),
+                scale=vector_cls(
+                    x=float(max(length, 0.05)),
+                    y=float(max(width, 0.05)),
+                    z=float(max(height, 0.05)),
+                ),
+                color=color_cls(r=r / 255.0, g=g / 255.0, b=b / 255.0, a=0.5),
+            )
+        )
+        x, y, _ = obj.position_xyz
+        markers.append(
+            marker(
+                ns="labels",
+                id=marker_id,
+                type=_TEXT_VIEW_FACING,
+                pose=classes.Pose(
+                    position=classes.Point(
+                        x=float(x), y=float(y), z=float(height + _LABEL_HEIGHT_M)
+                    ),
+                    orientation=classes.Quaternion(x=0.0, y=0.0, z=0.0, w=1.0),
+                ),
+                scale=vector_cls(x=0.0, y=0.0, z=_LABEL_HEIGHT_M),
+                color=color_cls(r=1.0, g=1.0, b=1.0, a=1.0),
+                text=f"{obj.class_name} {obj.object_id} {obj.score:.2f} {obj.range_m:.1f} m",
+            )
+        )
+    return array_cls(markers=markers)
 
 
 def build_output_messages(

@@ -11,7 +11,8 @@ instance is one ``np.bincount`` over those pixels: no loop over pixels, and trac
 old masks overlap each other (one unseen for a frame) are still measured exactly.
 
 Ids come from a counter that starts at 1 and only grows, so an id never returns for a
-different object, also after :meth:`InstanceTracker.reset` or a change of image size.
+different object, also after :meth:`InstanceTracker.reset` or a change of image size,
+and each live track is held once, so an id goes to at most one instance of a frame.
 Tracks unseen for more than ``max_age`` consecutive frames are forgotten; their ids stay
 retired. Everything is deterministic: ties in IoU go to the lower instance index, then to
 the older track.
@@ -120,7 +121,10 @@ class InstanceTracker:
         masks = _masks_by_index(flat, count)
         assigned = self._associate(result, flat, masks)
 
-        survivors = [t for position, t in enumerate(self._tracks) if position not in assigned]
+        # Matched tracks (the values of ``assigned``) are appended again below; keep each
+        # track once, or its id could go to two instances of the next frame.
+        matched = set(assigned.values())
+        survivors = [t for position, t in enumerate(self._tracks) if position not in matched]
         instances = []
         for instance in result.instances:
             position = assigned.get(instance.index)

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from panoptic_ros.bags import BagWriter, write_image_bag
-from panoptic_ros.codec import decode_image, encode_compressed
+from panoptic_ros.codec import decode_image, encode_compressed, encode_raw
 from panoptic_ros.labels import CITYSCAPES, LabelSpace
 from panoptic_ros.render import render_overlay
 from panoptic_ros.results import FrameResult, Instance, StageTimings
@@ -246,3 +246,125 @@ class FakeTracker:
             replace(inst, track_id=1000 * self.frames + inst.index) for inst in result.instances
         )
         return replace(result, instances=instances)
+
+
+# Camera of make_ground_bag: f = 60 px, centre at the image centre, 1.5 m above
+# base_footprint and 1.2 m ahead of it, pitched down 10 degrees.
+GROUND_F = 60.0
+GROUND_HEIGHT_M = 1.5
+GROUND_AHEAD_M = 1.2
+GROUND_PITCH_DEG = 10.0
+
+
+def _quaternion_from_matrix(matrix: npt.NDArray[np.float64]) -> tuple[float, float, float, float]:
+    """(x, y, z, w) of a rotation matrix whose trace is positive."""
+    w = float(np.sqrt(1.0 + np.trace(matrix)) / 2.0)
+    return (
+        float((matrix[2, 1] - matrix[1, 2]) / (4 * w)),
+        float((matrix[0, 2] - matrix[2, 0]) / (4 * w)),
+        float((matrix[1, 0] - matrix[0, 1]) / (4 * w)),
+        w,
+    )
+
+
+def ground_contact_xy() -> tuple[float, float]:
+    """Where :func:`fake_result`'s car meets the ground in a ground bag, in base_footprint.
+
+    Its lowest row is H/2 - 1, so the contact is at image y = H/2 - 0.5 = cy (on the
+    optical axis' row, 10 degrees down) and x = (3W/4 + W - 1) / 2, 36 px right of cx.
+    """
+    pitch = np.radians(GROUND_PITCH_DEG)
+    right = ((3 * WIDTH // 4 + WIDTH - 1) / 2 - (WIDTH - 1) / 2) / GROUND_F
+    ahead = GROUND_HEIGHT_M / np.tan(pitch)
+    return float(GROUND_AHEAD_M + ahead), float(-right * GROUND_HEIGHT_M / np.sin(pitch))
+
+
+def make_ground_bag(
+    tmp_path: Path,
+    *,
+    name: str = "ground",
+    count: int = 3,
+    mount_on_tf_until: int | None = None,
+) -> Path:
+    """A raw image bag with CameraInfo on /camera/camera_info and the camera's TF.
+
+    /tf_static holds base_footprint -> camera_link (1.2 m ahead, 1.5 m up) and
+    camera_link -> camera_optical_frame (REP 103 axes, pitched down 10 degrees). With
+    ``mount_on_tf_until`` the first link is on /tf instead, stamped at frames
+    0..``mount_on_tf_until`` only, so later frames have no transform at their stamp.
+    """
+    path = tmp_path / name
+    pitch = np.radians(GROUND_PITCH_DEG)
+    z_axis = np.array([np.cos(pitch), 0.0, -np.sin(pitch)])
+    x_axis = np.array([0.0, -1.0, 0.0])
+    optical = _quaternion_from_matrix(np.stack([x_axis, np.cross(z_axis, x_axis), z_axis], 1))
+    with BagWriter(path) as writer:
+        types = writer.typestore.types
+
+        def header(stamp: int, frame_id: str) -> Any:
+            sec, nanosec = divmod(stamp, 1_000_000_000)
+            return types["std_msgs/msg/Header"](
+                stamp=types["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec),
+                frame_id=frame_id,
+            )
+
+        def transform(stamp: int, parent: str, child: str, xyz: Any, xyzw: Any) -> Any:
+            return types["geometry_msgs/msg/TransformStamped"](
+                header=header(stamp, parent),
+                child_frame_id=child,
+                transform=types["geometry_msgs/msg/Transform"](
+                    translation=types["geometry_msgs/msg/Vector3"](
+                        x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2])
+                    ),
+                    rotation=types["geometry_msgs/msg/Quaternion"](
+                        x=xyzw[0], y=xyzw[1], z=xyzw[2], w=xyzw[3]
+                    ),
+                ),
+            )
+
+        tf_message = types["tf2_msgs/msg/TFMessage"]
+        link = (GROUND_AHEAD_M, 0.0, GROUND_HEIGHT_M), (0.0, 0.0, 0.0, 1.0)
+        lens = transform(0, "camera_link", FRAME_ID, (0.0, 0.0, 0.0), optical)
+        static = (
+            [lens]
+            if mount_on_tf_until is not None
+            else [
+                transform(0, "base_footprint", "camera_link", *link),
+                lens,
+            ]
+        )
+        writer.write("/tf_static", tf_message(transforms=static), START_NS)
+        k = np.array([GROUND_F, 0, (WIDTH - 1) / 2, 0, GROUND_F, (HEIGHT - 1) / 2, 0, 0, 1.0])
+        info = types["sensor_msgs/msg/CameraInfo"](
+            header=header(START_NS, FRAME_ID),
+            height=HEIGHT,
+            width=WIDTH,
+            distortion_model="plumb_bob",
+            d=np.zeros(5),
+            k=k,
+            r=np.eye(3).reshape(-1),
+            p=np.concatenate([k.reshape(3, 3), np.zeros((3, 1))], axis=1).reshape(-1),
+            binning_x=0,
+            binning_y=0,
+            roi=types["sensor_msgs/msg/RegionOfInterest"](
+                x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+            ),
+        )
+        for index, rgb in enumerate(make_frames(count)):
+            stamp = START_NS + index * PERIOD_NS
+            if mount_on_tf_until is not None and index <= mount_on_tf_until:
+                on_tf = transform(stamp, "base_footprint", "camera_link", *link)
+                writer.write("/tf", tf_message(transforms=[on_tf]), stamp)
+            writer.write("/camera/camera_info", info, stamp)
+            fields = encode_raw(rgb, "rgb8")
+            image = types["sensor_msgs/msg/Image"](
+                header=header(stamp, FRAME_ID),
+                height=fields.height,
+                width=fields.width,
+                encoding=fields.encoding,
+                is_bigendian=0,
+                step=fields.step,
+                data=np.frombuffer(fields.data, dtype=np.uint8),
+            )
+            writer.write(TOPIC, image, stamp)
+    return path

@@ -58,7 +58,7 @@ def test_demo_writes_the_outputs_it_announces(
     assert (output / "overlay.mp4").stat().st_size > 10_000
     assert (output / "panoptic" / "metadata.yaml").is_file()
     assert (output / "config.yaml").is_file()
-    for stage in (*STAGES, "write", "total"):
+    for stage in (*STAGES, "objects", "write", "total"):
         assert re.search(rf"^{stage}\s+[\d.]+\s+[\d.]+$", text, re.MULTILINE), stage
     # A second demo replaces its own earlier output.
     assert main(["demo", "-o", str(output), "-q"]) == 0

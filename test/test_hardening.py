@@ -1322,6 +1322,7 @@ ROS_MODULES = (
     "vision_msgs",
     "diagnostic_msgs",
     "nav_msgs",
+    "visualization_msgs",
     "lifecycle_msgs",
     "tf2_msgs",
     "tf2_ros",

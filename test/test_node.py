@@ -36,6 +36,9 @@ ROS_MODULES = (
     "vision_msgs",
     "diagnostic_msgs",
     "nav_msgs",
+    "visualization_msgs",
+    "tf2_msgs",
+    "tf2_ros",
     "lifecycle_msgs",
     "standin_messages",
 )

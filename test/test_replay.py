@@ -113,8 +113,9 @@ def test_replay_fixture_bag(tmp_path: Path) -> None:
     assert (summary.frames, summary.skipped) == (3, 0)
     assert summary.topics_written == dict.fromkeys(OUTPUTS, 3)
     assert summary.video_fps is None
-    assert tuple(summary.stages) == STAGES == (*FRAME_STAGES, "write", "total")
+    assert tuple(summary.stages) == STAGES == (*FRAME_STAGES, "objects", "write", "total")
     assert summary.stages["inference"].p50_ms == pytest.approx(2.0)
+    assert summary.stages["objects"].p99_ms < 1.0  # no CameraInfo in the bag: nothing placed
     for stage in ("tracking", "overlay", "messages", "write"):
         assert summary.stages[stage].p50_ms > 0, stage
     saved = json.loads((out / "summary.json").read_text())

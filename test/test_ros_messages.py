@@ -295,3 +295,87 @@ def test_benchmark_fill_and_serialise_1080p(
         return sizes
 
     assert benchmark(fill_and_serialise) > 1080 * 1920 * 5
+
+
+# ---------------------------------------------------------------------------- ground outputs
+
+
+def _ground_objects() -> list[Any]:
+    from panoptic_ros.ground_objects import GroundObject
+
+    covariance = np.diag([0.5, 0.02, 0.01, 0.0003, 0.0003, 3.29]).astype(np.float64)
+    covariance[0, 1] = covariance[1, 0] = 0.004
+    car = GroundObject(
+        index=1,
+        track_id=42,
+        class_id=13,
+        class_name="car",
+        score=0.75,
+        position_xyz=(22.25, -1.5, 0.7),
+        yaw=-0.07,
+        size_lwh=(4.5, 1.8, 1.4),
+        contact_xyz=(20.0, -1.35, 0.0),
+        range_m=20.05,
+        contact_px=(1000.0, 600.5),
+        covariance=covariance,
+    )
+    person = replace(car, index=2, track_id=0, class_name="person", size_lwh=(0.6, 0.5, 1.7))
+    return [car, person]
+
+
+def test_objects_round_trip(typestore: Any, classes: MessageClasses) -> None:
+    from panoptic_ros.ros_messages import GROUND_TOPICS, object_detection_array
+
+    stamp = header_message(classes, STAMP_NS, "cam").stamp
+    car, person = _ground_objects()
+    message = object_detection_array(classes, stamp, "base_footprint", [car, person])
+    assert message.__msgtype__ == GROUND_TOPICS["objects"]
+    back = _round_trip(typestore, message)
+    assert stamp_ns(back.header) == STAMP_NS
+    assert back.header.frame_id == "base_footprint"
+    first, second = back.detections
+    assert (first.id, second.id) == ("42", "2")  # track id, else the instance index
+    assert first.header.frame_id == "base_footprint"
+    (hypothesis,) = first.results
+    assert (hypothesis.hypothesis.class_id, hypothesis.hypothesis.score) == ("car", 0.75)
+    pose = hypothesis.pose.pose
+    assert (pose.position.x, pose.position.y, pose.position.z) == (22.25, -1.5, 0.7)
+    assert 2 * np.arctan2(pose.orientation.z, pose.orientation.w) == pytest.approx(-0.07)
+    assert np.array_equal(hypothesis.pose.covariance.reshape(6, 6), car.covariance)
+    assert first.bbox.center == pose
+    assert (first.bbox.size.x, first.bbox.size.y, first.bbox.size.z) == (4.5, 1.8, 1.4)
+    empty = _round_trip(typestore, object_detection_array(classes, stamp, "base_footprint", []))
+    assert empty.detections == []
+
+
+def test_object_markers_round_trip(typestore: Any, classes: MessageClasses) -> None:
+    from panoptic_ros.ros_messages import GROUND_TOPICS, object_markers
+
+    stamp = header_message(classes, STAMP_NS, "cam").stamp
+    car, person = _ground_objects()
+    message = object_markers(
+        classes, stamp, "base_footprint", [car, person], colors_rgb={"car": (0, 0, 142)}
+    )
+    assert message.__msgtype__ == GROUND_TOPICS["objects_markers"]
+    back = _round_trip(typestore, message)
+    clear, car_box, car_label, person_box, _ = back.markers
+    assert clear.action == 3  # DELETEALL: no box of an earlier frame lingers
+    assert (car_box.ns, car_box.id, car_box.type) == ("objects", 42, 1)
+    assert (car_box.scale.x, car_box.scale.y, car_box.scale.z) == (4.5, 1.8, 1.4)
+    assert car_box.color.b == pytest.approx(142 / 255)
+    assert car_box.header.frame_id == "base_footprint"
+    assert stamp_ns(car_box.header) == STAMP_NS
+    assert (car_label.ns, car_label.id, car_label.type) == ("labels", 42, 9)
+    assert car_label.text == "car 42 0.75 20.1 m"
+    assert person_box.id == 2
+
+
+def test_ground_outputs_need_their_classes() -> None:
+    from panoptic_ros.ros_messages import object_detection_array, object_markers
+
+    base = MessageClasses.from_typestore(make_typestore())
+    without = replace(base, Detection3DArray=None, MarkerArray=None)
+    with pytest.raises(CodecError, match="no Detection3DArray message class"):
+        object_detection_array(without, None, "base_footprint", [])
+    with pytest.raises(CodecError, match="no MarkerArray message class"):
+        object_markers(without, None, "base_footprint", [])

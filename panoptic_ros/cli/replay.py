@@ -28,8 +28,9 @@ Examples:
       --set fusion.center_threshold=0.2
 
 Writes OUTPUT/panoptic/ (rosbag2, MCAP: drivable_mask, semantic, instance_ids, instances,
-overlay, each with the input frame's header), OUTPUT/overlay.mp4, OUTPUT/summary.json and
-OUTPUT/config.yaml. The input bag is never modified.
+overlay, each with the input frame's header; objects and objects_markers in grid.frame_id
+when the bag holds the camera's camera_info and /tf_static), OUTPUT/overlay.mp4,
+OUTPUT/summary.json and OUTPUT/config.yaml. The input bag is never modified.
 """
 
 
@@ -74,6 +75,8 @@ def replay_bag(args: argparse.Namespace, bag: Path, output: Path, *, overwrite: 
             overwrite=overwrite,
             progress=progress_enabled(args),
             config_dump=config_to_dict(config),
+            grid=config.grid,
+            objects=config.objects,
         )
     print(summary.format_table())
     return 0

@@ -15,13 +15,11 @@ the camera, outside the image, or outside the ROI).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
-from panoptic_ros.errors import ConfigError
+from panoptic_ros.camera_model import CameraModel, transform_matrix
 
 __all__ = [
     "DRIVABLE",
@@ -36,119 +34,6 @@ __all__ = [
 DRIVABLE = 0
 NOT_DRIVABLE = 100
 UNSEEN = -1
-
-# Undistorted points further than this many image widths outside the frame are dropped
-# before the distortion polynomial, which folds back into the image far outside its range.
-_DISTORTION_MARGIN = 0.25
-
-
-@dataclass(frozen=True, slots=True)
-class CameraModel:
-    """The parts of ``sensor_msgs/CameraInfo`` the projection needs.
-
-    Attributes:
-        width: Full-resolution sensor width (CameraInfo.width).
-        height: Full-resolution sensor height.
-        k: [3, 3] float64 intrinsics of the raw (distorted) image.
-        d: [n] float64 distortion coefficients.
-        distortion_model: ``plumb_bob``, ``rational_polynomial`` or ``equidistant``.
-        p: [3, 4] float64 projection of the rectified image.
-        binning_x: Horizontal binning (1 = none).
-        binning_y: Vertical binning.
-        roi_xywh: Region of interest in full-resolution pixels; (0, 0, 0, 0) = whole image.
-    """
-
-    width: int
-    height: int
-    k: npt.NDArray[np.float64]
-    d: npt.NDArray[np.float64]
-    distortion_model: str
-    p: npt.NDArray[np.float64]
-    binning_x: int = 1
-    binning_y: int = 1
-    roi_xywh: tuple[int, int, int, int] = (0, 0, 0, 0)
-
-    @classmethod
-    def from_camera_info(cls, info: Any) -> CameraModel:
-        """Read a CameraInfo message (rclpy or rosbags; fields ``k``/``d``/``p`` lower-case).
-
-        Raises:
-            ConfigError: If the intrinsics are all zero (an uncalibrated camera) or the
-                distortion model is unknown.
-        """
-        k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-        p = np.asarray(info.p, dtype=np.float64).reshape(3, 4)
-        if k[0, 0] <= 0 or k[1, 1] <= 0:
-            msg = "CameraInfo has no focal length (K is zero): calibrate the camera first"
-            raise ConfigError(msg)
-        model = str(info.distortion_model or "plumb_bob")
-        if model not in ("plumb_bob", "rational_polynomial", "equidistant"):
-            msg = f"CameraInfo distortion model {model!r} is not supported"
-            raise ConfigError(msg)
-        roi = info.roi
-        return cls(
-            width=int(info.width),
-            height=int(info.height),
-            k=k,
-            d=np.asarray(info.d, dtype=np.float64),
-            distortion_model=model,
-            p=p,
-            binning_x=max(int(info.binning_x), 1),
-            binning_y=max(int(info.binning_y), 1),
-            roi_xywh=(int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)),
-        )
-
-    def project(
-        self, points_camera: npt.NDArray[np.float64], *, rectified: bool
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
-        """Project optical-frame points to pixels of the image as published.
-
-        Args:
-            points_camera: [M, 3] float64 points in the optical frame (metres).
-            rectified: True if the image is rectified (use ``P``), else raw (``K`` + ``D``).
-
-        Returns:
-            ([M, 2] float64 pixel (x, y) in the published, binned and cropped image;
-            [M] bool, True where the point is in front of the camera and the projection
-            is trustworthy).
-        """
-        z = points_camera[:, 2]
-        in_front = z > 1e-6
-        safe_z = np.where(in_front, z, 1.0)
-        if rectified:
-            homogeneous = np.concatenate([points_camera, np.ones_like(z)[:, None]], axis=1)
-            projected = homogeneous @ self.p.T
-            pixels = projected[:, :2] / np.where(in_front, projected[:, 2], 1.0)[:, None]
-            valid = in_front & (projected[:, 2] > 1e-6)
-        else:
-            normalized = points_camera[:, :2] / safe_z[:, None]
-            # Keep the distortion polynomial inside the range it was fitted on.
-            undistorted = normalized @ self.k[:2, :2].T + self.k[:2, 2]
-            margin_x = _DISTORTION_MARGIN * self.width
-            margin_y = _DISTORTION_MARGIN * self.height
-            valid = (
-                in_front
-                & (undistorted[:, 0] > -margin_x)
-                & (undistorted[:, 0] < self.width + margin_x)
-                & (undistorted[:, 1] > -margin_y)
-                & (undistorted[:, 1] < self.height + margin_y)
-            )
-            pixels = np.full((len(z), 2), -1.0)
-            if valid.any():
-                object_points = np.ascontiguousarray(
-                    np.concatenate([normalized[valid], np.ones((int(valid.sum()), 1))], axis=1)
-                )
-                zero = np.zeros(3)
-                if self.distortion_model == "equidistant":
-                    distorted, _ = cv2.fisheye.projectPoints(
-                        object_points[:, None, :], zero, zero, self.k, self.d[:4]
-                    )
-                else:
-                    distorted, _ = cv2.projectPoints(object_points, zero, zero, self.k, self.d)
-                pixels[valid] = distorted.reshape(-1, 2)
-        roi_x, roi_y = self.roi_xywh[:2]
-        pixels = (pixels - [roi_x, roi_y]) / [self.binning_x, self.binning_y]
-        return pixels, valid
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,26 +74,6 @@ class GridSpec:
         ys = y0 + (np.arange(rows) + 0.5) * self.resolution_m
         grid_x, grid_y = np.meshgrid(xs, ys)
         return np.stack([grid_x.ravel(), grid_y.ravel(), np.zeros(grid_x.size)], axis=1)
-
-
-def transform_matrix(
-    translation_xyz: tuple[float, float, float], rotation_xyzw: tuple[float, float, float, float]
-) -> npt.NDArray[np.float64]:
-    """[4, 4] homogeneous transform from a geometry_msgs/Transform's parts."""
-    x, y, z, w = rotation_xyzw
-    norm = np.sqrt(x * x + y * y + z * z + w * w)
-    if norm < 1e-12:
-        msg = "transform rotation is a zero quaternion"
-        raise ConfigError(msg)
-    x, y, z, w = x / norm, y / norm, z / norm, w / norm
-    matrix = np.eye(4)
-    matrix[:3, :3] = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ]
-    matrix[:3, 3] = translation_xyz
-    return matrix
 
 
 def project_drivable_grid(

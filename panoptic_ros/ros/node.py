@@ -30,7 +30,8 @@ Everything they do is delegated to ROS-free modules; this file only wires them t
   (the same tail as ``replay`` and ``bench``: tracking, overlay, messages built by
   :mod:`panoptic_ros.ros_messages` with the input header unchanged), outputs only for
   topics that have subscribers; the optional ground grid from
-  :mod:`panoptic_ros.ros.ground_grid` with CameraInfo and TF at the image stamp;
+  :mod:`panoptic_ros.ros.ground_grid` and ground objects from
+  :mod:`panoptic_ros.ground_objects`, with CameraInfo and TF at the image stamp;
 * /diagnostics at 1 Hz on a steady clock from :mod:`panoptic_ros.ros.camera_stats`;
 * Python logging of the core modules forwarded to the node's logger (so to /rosout).
 """
@@ -67,7 +68,9 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs import msg as sensor_msgs_msg
 from std_msgs import msg as std_msgs_msg
 from vision_msgs import msg as vision_msgs_msg
+from visualization_msgs import msg as visualization_msgs_msg
 
+from panoptic_ros.camera_model import camera_info_topic
 from panoptic_ros.camera_pipeline import CameraPipeline
 from panoptic_ros.config import (
     RUNTIME_SECTIONS,
@@ -78,6 +81,7 @@ from panoptic_ros.config import (
 )
 from panoptic_ros.errors import CodecError, ConfigError, PanopticError, first_line
 from panoptic_ros.fusion import FusionParams
+from panoptic_ros.ground_objects import LEFT_OUT_REASONS, ObjectParams, locate_objects
 from panoptic_ros.pipeline import PanopticPipeline
 from panoptic_ros.ros.camera_stats import CameraStats, HealthThresholds, LogThrottle
 from panoptic_ros.ros.ground_grid import (
@@ -87,7 +91,12 @@ from panoptic_ros.ros.ground_grid import (
     transform_matrix,
 )
 from panoptic_ros.ros.latest_frame import Delivery, LatestFrameMailbox
-from panoptic_ros.ros_messages import MessageClasses
+from panoptic_ros.ros_messages import (
+    GROUND_TOPICS,
+    MessageClasses,
+    object_detection_array,
+    object_markers,
+)
 from panoptic_ros.tracking import InstanceTracker
 
 __all__ = ["PanopticLifecycleNode", "PanopticNode", "lifecycle_main", "main"]
@@ -99,12 +108,6 @@ _FOREIGN_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service
 _FOREIGN_PARAMETER_PREFIXES = ("qos_overrides.",)
 _NS_PER_S = 1_000_000_000
 _INT64_MAX = 2**63 - 1
-
-
-def camera_info_topic(image_topic: str) -> str:
-    """The CameraInfo topic beside an image topic (``/cam/image_raw`` -> ``/cam/camera_info``)."""
-    parent, slash, _ = image_topic.rpartition("/")
-    return f"{parent}/camera_info" if slash else "camera_info"
 
 
 def _parameter_value(spec: FieldSpec) -> Any:
@@ -173,6 +176,8 @@ class _Camera:
     tail: CameraPipeline
     publishers: dict[str, Any] = field(default_factory=dict)
     grid_publisher: Any = None
+    ground_publishers: dict[str, Any] = field(default_factory=dict)
+    objects_left_out: dict[str, int] = field(default_factory=dict)
     camera_info: Any = None
     subscriptions: list[Any] = field(default_factory=list)
 
@@ -239,6 +244,7 @@ class _PanopticNodeCore(Node):
             sensor_msgs=sensor_msgs_msg,
             geometry_msgs=geometry_msgs_msg,
             vision_msgs=vision_msgs_msg,
+            visualization_msgs=visualization_msgs_msg,
         )
         self._cameras: dict[str, _Camera] = {}
         self._mailbox: LatestFrameMailbox[Any] = LatestFrameMailbox(())
@@ -285,7 +291,7 @@ class _PanopticNodeCore(Node):
             self._throttle = LogThrottle(node.log_throttle_s)
             self._thresholds = self._health_thresholds(self.config)
             self._mailbox = LatestFrameMailbox(node.camera_names)
-            if node.publish_drivable_grid:
+            if node.publish_drivable_grid or node.publish_objects:
                 self._start_tf()
             for name, topic in zip(node.camera_names, node.image_topics, strict=True):
                 try:
@@ -359,6 +365,9 @@ class _PanopticNodeCore(Node):
                 if camera.grid_publisher is not None:
                     self._destroy_output_publisher(camera.grid_publisher)
                     camera.grid_publisher = None
+                for publisher in camera.ground_publishers.values():
+                    self._destroy_output_publisher(publisher)
+                camera.ground_publishers.clear()
             self._cameras.clear()
         if self._tf_listener is not None:
             self._tf_listener.unregister()
@@ -501,7 +510,7 @@ class _PanopticNodeCore(Node):
                 qos_overriding_options=_INPUT_OVERRIDES,
             )
         )
-        if node.publish_drivable_grid:
+        if node.publish_drivable_grid or node.publish_objects:
             image_topic = camera.image_topic
             if node.input_transport == "compressed":  # CameraInfo sits beside the raw topic
                 image_topic = image_topic.removesuffix("/compressed")
@@ -544,6 +553,22 @@ class _PanopticNodeCore(Node):
                 _qos(node.output_reliability, node.output_depth),
                 qos_overriding_options=_OUTPUT_OVERRIDES,
             )
+        ground = {
+            "objects": node.publish_objects,
+            "objects_markers": node.publish_objects and node.publish_objects_markers,
+        }
+        ground_types = {
+            "objects": vision_msgs_msg.Detection3DArray,
+            "objects_markers": visualization_msgs_msg.MarkerArray,
+        }
+        for output, enabled in ground.items():
+            if enabled and output not in camera.ground_publishers:
+                camera.ground_publishers[output] = self._create_output_publisher(
+                    ground_types[output],
+                    f"{camera.name}/{output}",
+                    _qos(node.output_reliability, node.output_depth),
+                    qos_overriding_options=_OUTPUT_OVERRIDES,
+                )
 
     def _start_tf(self) -> None:
         from tf2_ros.buffer import Buffer
@@ -616,6 +641,11 @@ class _PanopticNodeCore(Node):
                 camera.grid_publisher is not None
                 and camera.grid_publisher.get_subscription_count() > 0
             )
+            ground_wanted = {
+                name
+                for name, publisher in camera.ground_publishers.items()
+                if publisher.get_subscription_count() > 0
+            }
             config = self.config
         frame = camera.tail.process(message, render=config.render, outputs=wanted)
         result = frame.result
@@ -635,6 +665,8 @@ class _PanopticNodeCore(Node):
                     publisher.publish(output)
         if grid_wanted:
             self._publish_grid(camera, message.header, result.drivable_mask, config)
+        if ground_wanted:
+            self._publish_objects(camera, message.header, result, config, ground_wanted)
         now = self.get_clock().now().nanoseconds
         stamp = message.header.stamp.sec * _NS_PER_S + message.header.stamp.nanosec
         camera.stats.record_output(
@@ -696,6 +728,68 @@ class _PanopticNodeCore(Node):
         )
         camera.grid_publisher.publish(occupancy)
 
+    def _publish_objects(
+        self, camera: _Camera, header: Any, result: Any, config: Config, wanted: set[str]
+    ) -> None:
+        """Place the frame's instances on the ground and publish them (and the markers)."""
+        if camera.camera_info is None:
+            self._warn(
+                f"{camera.name}:objects", f"{camera.name}: no CameraInfo yet; objects skipped"
+            )
+            return
+        try:
+            camera_from_ground = self._camera_from_ground(header, config)
+            model = CameraModel.from_camera_info(camera.camera_info)
+            located = locate_objects(
+                result,
+                model,
+                camera_from_ground,
+                ObjectParams.from_config(config.objects, config.grid),
+            )
+        except Exception as err:  # TF raises several kinds; CameraInfo may be malformed
+            self._problem(camera, "objects", f"no objects: {first_line(err)}", lost=False)
+            return
+        for reason, count in located.left_out.items():
+            camera.objects_left_out[reason] = camera.objects_left_out.get(reason, 0) + count
+        frame_id = config.grid.frame_id
+        messages = {
+            "objects": lambda: object_detection_array(
+                self._classes, header.stamp, frame_id, located.objects
+            ),
+            "objects_markers": lambda: object_markers(
+                self._classes,
+                header.stamp,
+                frame_id,
+                located.objects,
+                {c.name: c.color_rgb for c in self.pipeline.labels.classes},
+            ),
+        }
+        for name in GROUND_TOPICS:
+            publisher = camera.ground_publishers.get(name)
+            if name in wanted and publisher is not None:
+                publisher.publish(messages[name]())
+
+    def _camera_from_ground(self, header: Any, config: Config) -> Any:
+        """[4, 4] ground -> optical frame at the image stamp; raises what tf2 raises."""
+        from rclpy.duration import Duration
+        from rclpy.time import Time
+
+        transform = self._tf_buffer.lookup_transform(
+            header.frame_id,
+            config.grid.frame_id,
+            Time.from_msg(header.stamp),
+            timeout=Duration(seconds=config.grid.tf_timeout_s),
+        ).transform
+        return transform_matrix(
+            (transform.translation.x, transform.translation.y, transform.translation.z),
+            (
+                transform.rotation.x,
+                transform.rotation.y,
+                transform.rotation.z,
+                transform.rotation.w,
+            ),
+        )
+
     # ---------------------------------------------------------------- diagnostics
 
     def publish_diagnostics(self) -> None:
@@ -713,6 +807,14 @@ class _PanopticNodeCore(Node):
                 KeyValue(key="model", value=model),
                 KeyValue(key="input_topic", value=camera.image_topic),
             ]
+            if camera.ground_publishers:
+                values += [
+                    KeyValue(
+                        key=f"objects_left_out_{reason}",
+                        value=str(camera.objects_left_out.get(reason, 0)),
+                    )
+                    for reason in LEFT_OUT_REASONS
+                ]
             statuses.append(
                 DiagnosticStatus(
                     level=bytes([int(health.level)]),

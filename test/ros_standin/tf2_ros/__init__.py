@@ -5,3 +5,7 @@ from __future__ import annotations
 
 class LookupException(Exception):  # noqa: N818  (tf2's name)
     pass
+
+
+class ExtrapolationException(Exception):  # noqa: N818  (tf2's name)
+    pass

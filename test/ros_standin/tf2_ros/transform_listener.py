@@ -18,7 +18,7 @@ class TransformListener:
         self.tf_static_sub = node.create_subscription(
             TFMessage,
             "/tf_static",
-            self._callback,
+            self._static_callback,
             QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL),
         )
 
@@ -30,3 +30,7 @@ class TransformListener:
     def _callback(self, message: Any) -> None:
         for transform in message.transforms:
             self.buffer.set_transform(transform, "default_authority")
+
+    def _static_callback(self, message: Any) -> None:
+        for transform in message.transforms:
+            self.buffer.set_transform_static(transform, "default_authority")

@@ -1,0 +1,1 @@
+"""Stand-in message package (generated from the rosbags typestore)."""
