@@ -534,6 +534,7 @@ def test_folders_equal_the_in_memory_maps(prediction_folders: dict[str, Any]) ->
                 maps.summary[key][metric], abs=1e-12
             )
     assert folders.miou == pytest.approx(maps.miou, abs=1e-12)
+    assert folders.iou == pytest.approx(maps.iou, abs=1e-12) and folders.iou
     assert {n: (q.tp, q.fp, q.fn) for n, q in folders.per_class.items()} == {
         n: (q.tp, q.fp, q.fn) for n, q in maps.per_class.items()
     }

@@ -283,7 +283,9 @@ def test_evaluate_maps_by_hand() -> None:
     assert result.summary["stuff"]["pq"] == pytest.approx((1 + 180 / 188) / 2)
     assert result.pq == pytest.approx((1 + 180 / 188 + 0.6) / 3)
     assert result.miou == pytest.approx((1 + 180 / 188 + 0.6) / 3)
+    assert result.iou == pytest.approx({"road": 1.0, "sky": 180 / 188, "car": 12 / 20})
     table = result.format_table()
+    assert "IoU" in table and "car 60.0" in table
     assert "car" in table and "things" in table and "mIoU" in table
     assert json.loads(json.dumps(result.to_dict()))["per_class"]["car"]["tp"] == 1
 

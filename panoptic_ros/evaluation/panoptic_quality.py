@@ -60,6 +60,7 @@ __all__ = [
     "default_workers",
     "evaluate_folders",
     "evaluate_maps",
+    "iou_from_confusion",
     "miou_from_confusion",
     "score_panoptic_image",
     "segments_from_maps",
@@ -108,11 +109,14 @@ class PQResult:
         per_class: Category name -> quality, for the categories with tp + fp + fn > 0 (the
             official tool also lists the others, as zeros).
         miou: Mean IoU of the semantic maps when computed, else NaN.
+        iou: Category name -> semantic IoU, for the categories present in ground truth or
+            prediction, when the semantic maps were compared (else empty).
     """
 
     summary: Mapping[str, Mapping[str, float]]
     per_class: Mapping[str, ClassQuality]
     miou: float = float("nan")
+    iou: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def pq(self) -> float:
@@ -143,6 +147,7 @@ class PQResult:
                 for name, q in self.per_class.items()
             },
             "miou": self.miou,
+            "iou": dict(self.iou),
         }
 
     def format_table(self) -> str:
@@ -165,6 +170,11 @@ class PQResult:
             )
         if np.isfinite(self.miou):
             lines.append(f"{'mIoU':{width}s}| {100 * self.miou:5.1f}")
+        if self.iou:
+            lines.append(
+                f"{'IoU':{width}s}| "
+                + ", ".join(f"{name} {100 * value:.1f}" for name, value in self.iou.items())
+            )
         return "\n".join(lines)
 
 
@@ -220,13 +230,18 @@ class PQStat:
         return {"pq": pq / n, "sq": sq / n, "rq": rq / n, "n": n}, per_class
 
     def result(
-        self, categories: Mapping[int, Mapping[str, Any]], miou: float = float("nan")
+        self,
+        categories: Mapping[int, Mapping[str, Any]],
+        miou: float = float("nan"),
+        confusion: npt.NDArray[np.int64] | None = None,
     ) -> PQResult:
         """Average into a :class:`PQResult`.
 
         Args:
             categories: Category id -> ``{"name": str, "isthing": 0 | 1}``.
             miou: Optional mean IoU to carry along.
+            confusion: Optional [C, C + 1] pixel confusion in the order of ``categories``;
+                gives the per-category IoU.
         """
         summary_all, per_class = self._average(categories, None)
         summary_things, _ = self._average(categories, True)
@@ -235,6 +250,9 @@ class PQStat:
             summary={"all": summary_all, "things": summary_things, "stuff": summary_stuff},
             per_class={str(categories[c]["name"]): q for c, q in per_class.items()},
             miou=miou,
+            iou={}
+            if confusion is None
+            else iou_from_confusion(confusion, [str(row["name"]) for row in categories.values()]),
         )
 
 
@@ -333,6 +351,22 @@ def semantic_confusion(
     return counts.reshape(num_classes, num_classes + 1)
 
 
+def iou_from_confusion(confusion: npt.NDArray[np.int64], names: Sequence[str]) -> dict[str, float]:
+    """Semantic IoU per class present in ground truth or prediction.
+
+    Args:
+        confusion: [C, C + 1] counts from :func:`semantic_confusion`.
+        names: The C class names, in the confusion's order.
+
+    Returns:
+        Name -> tp / (gt + pred - tp), for classes with gt + pred > 0.
+    """
+    num_classes = confusion.shape[0]
+    tp = np.diag(confusion[:, :num_classes]).astype(np.float64)
+    union = confusion.sum(axis=1) + confusion[:, :num_classes].sum(axis=0) - tp
+    return {names[c]: float(tp[c] / union[c]) for c in range(num_classes) if union[c] > 0}
+
+
 def miou_from_confusion(confusion: npt.NDArray[np.int64]) -> float:
     """Mean IoU over the classes present in ground truth or prediction.
 
@@ -412,7 +446,9 @@ class MapAccumulator:
 
     def result(self) -> PQResult:
         """PQ/SQ/RQ for all, things, stuff and per class over the images added, and mIoU."""
-        return self.stat.result(self.categories, miou=miou_from_confusion(self.confusion))
+        return self.stat.result(
+            self.categories, miou=miou_from_confusion(self.confusion), confusion=self.confusion
+        )
 
 
 def evaluate_maps(
@@ -817,4 +853,4 @@ def evaluate_folders(
             stat += image_stat
             confusion += image_confusion
             bar.update()
-    return stat.result(categories, miou=miou_from_confusion(confusion))
+    return stat.result(categories, miou=miou_from_confusion(confusion), confusion=confusion)
