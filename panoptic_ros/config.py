@@ -41,6 +41,7 @@ __all__ = [
     "RenderConfig",
     "ReplayConfig",
     "TrainConfig",
+    "UpsampleMode",
     "config_fields",
     "config_from_flat",
     "config_to_dict",
@@ -55,6 +56,8 @@ BackendName = Literal["auto", "tensorrt", "onnxruntime", "torch"]
 Precision = Literal["fp32", "fp16", "int8"]
 #: Where training images come from.
 DatasetName = Literal["synthetic", "cityscapes", "coco"]
+#: How the stride-4 fusion result reaches camera pixels.
+UpsampleMode = Literal["bilinear", "nearest"]
 STRIDE = 32
 
 
@@ -217,6 +220,10 @@ class FusionConfig:
         "instances smaller than this (network-input pixels) are dropped and become void",
         minimum=0,
         maximum=1_000_000,
+    )
+    upsample: UpsampleMode = setting(
+        "bilinear",
+        "maps to camera pixels: 'bilinear' class scores on class edges, 'nearest' 4x4 blocks",
     )
 
     def __post_init__(self) -> None:
