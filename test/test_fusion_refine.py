@@ -14,7 +14,6 @@ from panoptic_ros.fusion import FusionParams, fuse_cells, fuse_panoptic
 from panoptic_ros.fusion.refine import (
     bilinear_coords,
     boundary_cells,
-    boundary_pixels,
     dense_classes,
     finite_cells,
     possible_winners,
@@ -191,8 +190,12 @@ def test_only_boundary_cells_change() -> None:
     assert np.all(np.isin(changed, refined.index))
     grid = box.cell_grid(4)
     in_boundary = refined.boundary[grid.rows][:, grid.cols]
-    assert np.count_nonzero(in_boundary) == len(refined.index)
+    assert np.all(in_boundary.reshape(-1)[refined.index])
     assert in_boundary.mean() < 0.2  # smooth heads: few cells are on an edge
+    # Only pixels whose class differs from their cell's are listed, with that cell's id.
+    assert len(refined.index) < 0.5 * np.count_nonzero(in_boundary)
+    y, x = np.divmod(refined.index, box.image_hw[1])
+    np.testing.assert_array_equal(refined.previous, cells.instances[grid.rows[y], grid.cols[x]])
 
 
 def bilinear_reference(logits: npt.NDArray[np.float32], box: Letterbox) -> npt.NDArray[Any]:
@@ -228,7 +231,7 @@ def test_dense_classes_follow_the_letterbox_mapping(
     raw = np.argmax(logits, axis=0)
     boundary = boundary_cells(raw, finite_cells(logits))
     coords = bilinear_coords(box, 4)
-    y, x = boundary_pixels(boundary, coords)
+    y, x = np.nonzero(boundary[coords.rows][:, coords.cols])
     winners = possible_winners(logits)
     assert np.all(winners[dense[y, x], coords.rows[y], coords.cols[x]])
     assert winners.sum(axis=0).mean() < len(logits)  # it does rule classes out

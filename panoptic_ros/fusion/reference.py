@@ -418,7 +418,8 @@ def _instance_stats(
     """Per cell-level instance id: pixel count, sums of y and x, and the pixel box.
 
     Cells are counted whole through the grid's per-cell pixel counts (no full-resolution
-    scan); the pixels of refined cells are counted one by one instead.
+    scan). Refined pixels then move from their cell's instance to their own: counts and
+    sums are moved, and boxes come from per-instance row and column pixel counts.
 
     Returns:
         [N + 1] float64 arrays (index k for instance k): area, sum_y, sum_x, y0, y1, x0,
@@ -427,8 +428,6 @@ def _instance_stats(
     h, w = cells.instances.shape
     count = len(cells.classes) + 1
     flat = cells.instances.reshape(-1)
-    if refined is not None:
-        flat = np.where(refined.boundary.reshape(-1), 0, flat)
     member = np.flatnonzero(flat)
     ids = flat[member]
     member_rows, member_cols = member // w, member % w
@@ -436,39 +435,53 @@ def _instance_stats(
     col_counts = grid.col_counts[:w].astype(np.int64)[member_cols]
     pixels = row_counts * col_counts
     area = np.bincount(ids, pixels, minlength=count).astype(np.float64)
-    sum_y = np.bincount(ids, grid.row_sums[:h][member_rows] * col_counts, minlength=count).astype(
-        np.float64
+    sum_y = np.bincount(ids, grid.row_sums[:h][member_rows] * col_counts, minlength=count)
+    sum_x = np.bincount(ids, grid.col_sums[:w][member_cols] * row_counts, minlength=count)
+    moved = refined is not None and bool(
+        np.count_nonzero(refined.instances) or np.count_nonzero(refined.previous)
     )
-    sum_x = np.bincount(ids, grid.col_sums[:w][member_cols] * row_counts, minlength=count).astype(
-        np.float64
-    )
-    y0 = np.full(count, np.inf)
-    y1 = np.full(count, -np.inf)
-    x0 = np.full(count, np.inf)
-    x1 = np.full(count, -np.inf)
-    # Only cells with camera pixels count towards the box: first/last pixel of the cell.
-    seen = pixels > 0
-    first_y = np.searchsorted(grid.rows, member_rows[seen], side="left").astype(np.float64)
-    last_y = np.searchsorted(grid.rows, member_rows[seen], side="right") - 1.0
-    first_x = np.searchsorted(grid.cols, member_cols[seen], side="left").astype(np.float64)
-    last_x = np.searchsorted(grid.cols, member_cols[seen], side="right") - 1.0
-    np.minimum.at(y0, ids[seen], first_y)
-    np.maximum.at(y1, ids[seen], last_y)
-    np.minimum.at(x0, ids[seen], first_x)
-    np.maximum.at(x1, ids[seen], last_x)
-    if refined is not None:
-        inside = np.flatnonzero(refined.instances)
-        pixel_ids = refined.instances[inside]
-        pixel_y = (refined.index[inside] // image_w).astype(np.float64)
-        pixel_x = (refined.index[inside] % image_w).astype(np.float64)
-        area += np.bincount(pixel_ids, minlength=count).astype(np.float64)
-        sum_y += np.bincount(pixel_ids, pixel_y, minlength=count)
-        sum_x += np.bincount(pixel_ids, pixel_x, minlength=count)
-        np.minimum.at(y0, pixel_ids, pixel_y)
-        np.maximum.at(y1, pixel_ids, pixel_y)
-        np.minimum.at(x0, pixel_ids, pixel_x)
-        np.maximum.at(x1, pixel_ids, pixel_x)
-    return area, sum_y, sum_x, y0, y1, x0, x1
+    if not moved:
+        y0 = np.full(count, np.inf)
+        y1 = np.full(count, -np.inf)
+        x0 = np.full(count, np.inf)
+        x1 = np.full(count, -np.inf)
+        # Only cells with camera pixels count towards the box: first/last pixel of the cell.
+        seen = pixels > 0
+        np.minimum.at(y0, ids[seen], np.searchsorted(grid.rows, member_rows[seen], "left"))
+        np.maximum.at(y1, ids[seen], np.searchsorted(grid.rows, member_rows[seen], "right") - 1)
+        np.minimum.at(x0, ids[seen], np.searchsorted(grid.cols, member_cols[seen], "left"))
+        np.maximum.at(x1, ids[seen], np.searchsorted(grid.cols, member_cols[seen], "right") - 1)
+        return area, sum_y.astype(np.float64), sum_x.astype(np.float64), y0, y1, x0, x1
+    assert refined is not None
+    pixel_y = refined.index // image_w
+    pixel_x = refined.index % image_w
+    new, old = refined.instances.astype(np.int64), refined.previous.astype(np.int64)
+    area += np.bincount(new, minlength=count) - np.bincount(old, minlength=count)
+    sum_y = sum_y + np.bincount(new, pixel_y, minlength=count)
+    sum_y -= np.bincount(old, pixel_y, minlength=count)
+    sum_x = sum_x + np.bincount(new, pixel_x, minlength=count)
+    sum_x -= np.bincount(old, pixel_x, minlength=count)
+    boxes = []
+    for cell_of, per_cell, pixel_at, lines in (
+        (grid.rows, member_rows, pixel_y, len(grid.rows)),
+        (grid.cols, member_cols, pixel_x, len(grid.cols)),
+    ):
+        # [N + 1, lines] pixels of each instance per camera row (column): whole cells
+        # first, then the refined pixels moved; the box is the first and last non-empty.
+        other = col_counts if cell_of is grid.rows else row_counts
+        cells_per_line = len(grid.row_counts) if cell_of is grid.rows else len(grid.col_counts)
+        by_cell = np.bincount(
+            ids * cells_per_line + per_cell, other, minlength=count * cells_per_line
+        ).reshape(count, cells_per_line)
+        table = by_cell[:, cell_of]
+        table += np.bincount(new * lines + pixel_at, minlength=count * lines).reshape(count, lines)
+        table -= np.bincount(old * lines + pixel_at, minlength=count * lines).reshape(count, lines)
+        occupied = table > 0.5
+        has = occupied.any(axis=1)
+        first = np.argmax(occupied, axis=1)
+        last = lines - 1 - np.argmax(occupied[:, ::-1], axis=1)
+        boxes += [np.where(has, first, np.inf), np.where(has, last, -np.inf)]
+    return area, sum_y, sum_x, *boxes
 
 
 def _paint(

@@ -21,8 +21,8 @@ from panoptic_ros.fusion.refine import (
     RefinedPixels,
     bilinear_coords,
     boundary_cells,
-    boundary_pixels,
-    refined_from_classes,
+    edge_rows,
+    refined_from_dense,
 )
 from panoptic_ros.geometry import Letterbox
 from panoptic_ros.labels import LabelSpace
@@ -209,12 +209,12 @@ def refine_pixels_torch(
     raw = torch.where(cell_max > float("-inf"), raw, VOID)
     raw_host = raw.cpu().numpy().astype(np.int64)
     boundary = boundary_cells(raw_host, finite.cpu().numpy())
-    coords = bilinear_coords(letterbox, stride)
-    y, x = boundary_pixels(boundary, coords)
-    if not len(y):
-        return RefinedPixels(boundary, y, np.zeros(0, np.uint8), np.zeros(0, np.int32))
+    first, stop = edge_rows(boundary, bilinear_coords(letterbox, stride))
+    if stop == first:
+        empty = np.zeros((0, letterbox.image_hw[1]), dtype=np.uint8)
+        return refined_from_dense(empty, 0, boundary, raw_host, cells, letterbox, labels, stride)
     ratio_y, ratio_x = letterbox.ratio_yx
-    height, width = letterbox.image_hw
+    width = letterbox.image_hw[1]
     # Non-finite cells are never refined; zeros keep their NaN from spreading.
     safe = torch.where(finite[None], logits, 0.0)
     # One repeated edge row and column make the output cover the whole camera image
@@ -226,8 +226,6 @@ def refine_pixels_torch(
         mode="bilinear",
         align_corners=False,
         recompute_scale_factor=False,
-    )[0, :, :height, :width]
+    )[0, :, first:stop, :width]
     dense = upsampled.argmax(dim=0).to(torch.uint8).cpu().numpy()
-    return refined_from_classes(
-        dense[y, x], y, x, boundary, raw_host, cells, letterbox, labels, stride
-    )
+    return refined_from_dense(dense, first, boundary, raw_host, cells, letterbox, labels, stride)
