@@ -513,7 +513,7 @@ def cells_to_frame(
         stride: Output stride.
         upsample: Nearest-neighbour cell map -> camera map with the letterbox's cell grid
             (default: NumPy on the host; the GPU pipeline passes a device version).
-        refined: Labels of the pixels of class-boundary cells from bilinear class scores
+        refined: Pixels whose label bilinear class scores changed
             (:func:`panoptic_ros.fusion.refine.refine_pixels`); they replace the
             nearest-neighbour labels there, and boxes, areas and centroids count them.
             None: nearest neighbour everywhere (4x4-cell blocks).
