@@ -45,6 +45,7 @@ __all__ = [
     "ReplayConfig",
     "ScaleReference",
     "TrainConfig",
+    "UpsampleMode",
     "config_fields",
     "config_from_flat",
     "config_to_dict",
@@ -64,6 +65,8 @@ DatasetName = Literal["synthetic", "cityscapes", "coco"]
 ScaleReference = Literal["auto", "inference", "stored"]
 #: Whether hue and blur augmentation (for real cameras) is on.
 CameraAugment = Literal["auto", "on", "off"]
+#: How the stride-4 fusion result reaches camera pixels.
+UpsampleMode = Literal["bilinear", "nearest"]
 STRIDE = 32
 
 
@@ -226,6 +229,10 @@ class FusionConfig:
         "instances smaller than this (network-input pixels) are dropped and become void",
         minimum=0,
         maximum=1_000_000,
+    )
+    upsample: UpsampleMode = setting(
+        "bilinear",
+        "maps to camera pixels: 'bilinear' class scores on class edges, 'nearest' 4x4 blocks",
     )
 
     def __post_init__(self) -> None:

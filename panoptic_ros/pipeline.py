@@ -140,10 +140,12 @@ class PanopticPipeline:
         """One line for logs: backend, device, precision, model, network size."""
         meta = self.backend.metadata
         path = self.backend.model_path
+        upsample = "nearest" if self.backend.fused else self.fusion.upsample
         return (
             f"backend={self.backend.name} device={self.backend.device} precision={meta.precision} "
             f"model={path} network={self.network_hw[0]}x{self.network_hw[1]} "
             f"fusion={'device' if self.device_fusion else 'host'} "
+            f"upsample={upsample} "
             f"classes={meta.labels.num_classes} drivable="
             f"{','.join(self.labels.names[i] for i in self.labels.drivable) or '-'}"
         )
@@ -196,7 +198,7 @@ class PanopticPipeline:
         import torch
 
         from panoptic_ros.device_ops import DeviceUpsampler, letterbox_on_device, upload_frame
-        from panoptic_ros.fusion.torch_fusion import fuse_cells_torch
+        from panoptic_ros.fusion.torch_fusion import fuse_cells_torch, refine_pixels_torch
 
         start = time.perf_counter_ns()
         device = self.backend.device
@@ -231,8 +233,13 @@ class PanopticPipeline:
         if upsampler is None and image.shape[0] * image.shape[1] >= DEVICE_UPSAMPLE_MIN_PIXELS:
             upsampler = DeviceUpsampler(letterbox, frame.device, self.stride)
             self._device_upsamplers[letterbox] = upsampler
+        refined = None
+        if self.fusion.upsample == "bilinear":
+            refined = refine_pixels_torch(
+                logits[:1], cells, letterbox, self.labels, stride=self.stride
+            )
         result = cells_to_frame(
-            cells, letterbox, self.labels, stride=self.stride, upsample=upsampler
+            cells, letterbox, self.labels, stride=self.stride, upsample=upsampler, refined=refined
         )
         non_finite = int(
             torch.stack([(~torch.isfinite(h[:1])).sum() for h in (logits, heatmap, offsets)])
@@ -245,7 +252,11 @@ class PanopticPipeline:
     def _process_fused(
         self, backend: FusedBackend, letterbox: Letterbox, timings: StageTimings
     ) -> FrameResult:
-        """A model with the fusion folded in: only the mapping to camera pixels is left."""
+        """A model with the fusion folded in: only the mapping to camera pixels is left.
+
+        Such a model outputs stride-4 maps and no class scores, so its maps are always
+        expanded by nearest neighbour (``fusion.upsample`` does not apply).
+        """
         from panoptic_ros.fusion.fused_outputs import cells_from_fused
 
         start = time.perf_counter_ns()

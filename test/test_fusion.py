@@ -15,7 +15,10 @@ from panoptic_ros.results import HeadOutputs
 
 LABELS = CITYSCAPES.with_drivable(["road"])
 ROAD, SIDEWALK, PERSON, CAR = (LABELS.index(n) for n in ("road", "sidewalk", "person", "car"))
-NO_AREA_LIMITS = FusionParams(stuff_area_threshold_px=0, thing_area_threshold_px=0)
+# The exact cell-block expectations below are those of the nearest-neighbour expansion.
+NO_AREA_LIMITS = FusionParams(
+    stuff_area_threshold_px=0, thing_area_threshold_px=0, upsample="nearest"
+)
 
 
 def cell_location(i: float) -> float:

@@ -419,6 +419,7 @@ def fusion_cases(draw: st.DrawFn) -> tuple[HeadOutputs, Letterbox, FusionParams]
         score_threshold=draw(st.floats(0.0, 1.0)),
         stuff_area_threshold_px=draw(st.integers(0, 64)),
         thing_area_threshold_px=draw(st.integers(0, 64)),
+        upsample=draw(st.sampled_from(["bilinear", "nearest"])),
     )
     return heads, letterbox, params
 

@@ -2,8 +2,9 @@
 
 :mod:`panoptic_ros.fusion.reference` is the NumPy reference (what the host runs and what
 every other implementation is tested against); :mod:`panoptic_ros.fusion.torch_fusion`
-computes the same stride-4 maps on the heads' device. This package re-exports the NumPy
-side only, so importing it never loads torch.
+computes the same stride-4 maps on the heads' device; :mod:`panoptic_ros.fusion.refine`
+moves mask edges to camera resolution from bilinear class scores (``fusion.upsample``).
+This package re-exports the NumPy side only, so importing it never loads torch.
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ graph) can share the second and be compared on the first:
   max-pool NMS + threshold + top-k, each thing cell joins the nearest predicted centre,
   instance class by majority vote, small stuff regions and small or weak instances to void.
 * :func:`cells_to_frame` maps the cell result to camera pixels through the letterbox
-  (nearest), builds the drivable mask, and computes boxes, areas and centroids exactly from
-  the per-cell pixel counts without scanning the full-resolution map.
+  (nearest, optionally with the class-boundary pixels refined from bilinear class scores by
+  :mod:`panoptic_ros.fusion.refine`), builds the drivable mask, and computes boxes, areas
+  and centroids exactly from the per-cell pixel counts (plus the refined pixels one by
+  one) without scanning the full-resolution map.
 
 Every tie-break and every rounding is explicit, so another implementation can be
 bit-identical:
@@ -41,16 +43,19 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 import numpy.typing as npt
 
-from panoptic_ros.config import FusionConfig
+from panoptic_ros.config import FusionConfig, UpsampleMode
 from panoptic_ros.errors import ConfigError, ModelFileError, PanopticError
 from panoptic_ros.geometry import CellGrid, Letterbox
 from panoptic_ros.labels import LabelSpace
 from panoptic_ros.results import FrameResult, HeadOutputs, Instance
+
+if TYPE_CHECKING:
+    from panoptic_ros.fusion.refine import RefinedPixels
 
 __all__ = ["VOID", "CellPanoptic", "FusionParams", "cells_to_frame", "fuse_cells", "fuse_panoptic"]
 
@@ -72,6 +77,9 @@ class FusionParams:
         score_threshold: Instances scoring below this become void.
         stuff_area_threshold_px: Stuff classes covering fewer network pixels become void.
         thing_area_threshold_px: Instances covering fewer network pixels become void.
+        upsample: How the cell maps reach camera pixels: "bilinear" refines the pixels of
+            class-boundary cells from bilinearly interpolated class scores
+            (:mod:`panoptic_ros.fusion.refine`), "nearest" expands whole cells.
 
     Raises:
         ConfigError: ``nms_kernel`` is even or not positive, or ``top_k`` is negative.
@@ -83,6 +91,7 @@ class FusionParams:
     score_threshold: float = 0.0
     stuff_area_threshold_px: int = 256
     thing_area_threshold_px: int = 64
+    upsample: UpsampleMode = "bilinear"
 
     def __post_init__(self) -> None:
         if self.nms_kernel < 1 or self.nms_kernel % 2 == 0:
@@ -91,6 +100,10 @@ class FusionParams:
             )
         if self.top_k < 0:
             raise ConfigError(f"fusion top_k={self.top_k!r} must be >= 0")
+        if self.upsample not in get_args(UpsampleMode):
+            raise ConfigError(
+                f"fusion upsample={self.upsample!r} must be one of {list(get_args(UpsampleMode))}"
+            )
 
     @classmethod
     def from_config(cls, config: FusionConfig) -> FusionParams:
@@ -102,6 +115,7 @@ class FusionParams:
             score_threshold=config.score_threshold,
             stuff_area_threshold_px=config.stuff_area_threshold_px,
             thing_area_threshold_px=config.thing_area_threshold_px,
+            upsample=config.upsample,
         )
 
 
@@ -395,6 +409,92 @@ def _cell_grid(letterbox: Letterbox, stride: int) -> CellGrid:
     return letterbox.cell_grid(stride)
 
 
+def _instance_stats(
+    cells: CellPanoptic,
+    grid: CellGrid,
+    refined: RefinedPixels | None,
+    image_w: int,
+) -> tuple[npt.NDArray[np.float64], ...]:
+    """Per cell-level instance id: pixel count, sums of y and x, and the pixel box.
+
+    Cells are counted whole through the grid's per-cell pixel counts (no full-resolution
+    scan). Refined pixels then move from their cell's instance to their own: counts and
+    sums are moved, and boxes come from per-instance row and column pixel counts.
+
+    Returns:
+        [N + 1] float64 arrays (index k for instance k): area, sum_y, sum_x, y0, y1, x0,
+        x1 (box inf/-inf where the instance has no pixel).
+    """
+    h, w = cells.instances.shape
+    count = len(cells.classes) + 1
+    flat = cells.instances.reshape(-1)
+    member = np.flatnonzero(flat)
+    ids = flat[member]
+    member_rows, member_cols = member // w, member % w
+    row_counts = grid.row_counts[:h].astype(np.int64)[member_rows]
+    col_counts = grid.col_counts[:w].astype(np.int64)[member_cols]
+    pixels = row_counts * col_counts
+    area = np.bincount(ids, pixels, minlength=count).astype(np.float64)
+    sum_y = np.bincount(ids, grid.row_sums[:h][member_rows] * col_counts, minlength=count)
+    sum_x = np.bincount(ids, grid.col_sums[:w][member_cols] * row_counts, minlength=count)
+    moved = refined is not None and bool(
+        np.count_nonzero(refined.instances) or np.count_nonzero(refined.previous)
+    )
+    if not moved:
+        y0 = np.full(count, np.inf)
+        y1 = np.full(count, -np.inf)
+        x0 = np.full(count, np.inf)
+        x1 = np.full(count, -np.inf)
+        # Only cells with camera pixels count towards the box: first/last pixel of the cell.
+        seen = pixels > 0
+        np.minimum.at(y0, ids[seen], np.searchsorted(grid.rows, member_rows[seen], "left"))
+        np.maximum.at(y1, ids[seen], np.searchsorted(grid.rows, member_rows[seen], "right") - 1)
+        np.minimum.at(x0, ids[seen], np.searchsorted(grid.cols, member_cols[seen], "left"))
+        np.maximum.at(x1, ids[seen], np.searchsorted(grid.cols, member_cols[seen], "right") - 1)
+        return area, sum_y.astype(np.float64), sum_x.astype(np.float64), y0, y1, x0, x1
+    assert refined is not None
+    pixel_y = refined.index // image_w
+    pixel_x = refined.index % image_w
+    new, old = refined.instances.astype(np.int64), refined.previous.astype(np.int64)
+    area += np.bincount(new, minlength=count) - np.bincount(old, minlength=count)
+    sum_y = sum_y + np.bincount(new, pixel_y, minlength=count)
+    sum_y -= np.bincount(old, pixel_y, minlength=count)
+    sum_x = sum_x + np.bincount(new, pixel_x, minlength=count)
+    sum_x -= np.bincount(old, pixel_x, minlength=count)
+    boxes = []
+    for cell_of, per_cell, pixel_at, lines in (
+        (grid.rows, member_rows, pixel_y, len(grid.rows)),
+        (grid.cols, member_cols, pixel_x, len(grid.cols)),
+    ):
+        # [N + 1, lines] pixels of each instance per camera row (column): whole cells
+        # first, then the refined pixels moved; the box is the first and last non-empty.
+        other = col_counts if cell_of is grid.rows else row_counts
+        cells_per_line = len(grid.row_counts) if cell_of is grid.rows else len(grid.col_counts)
+        by_cell = np.bincount(
+            ids * cells_per_line + per_cell, other, minlength=count * cells_per_line
+        ).reshape(count, cells_per_line)
+        table = by_cell[:, cell_of]
+        table += np.bincount(new * lines + pixel_at, minlength=count * lines).reshape(count, lines)
+        table -= np.bincount(old * lines + pixel_at, minlength=count * lines).reshape(count, lines)
+        occupied = table > 0.5
+        has = occupied.any(axis=1)
+        first = np.argmax(occupied, axis=1)
+        last = lines - 1 - np.argmax(occupied[:, ::-1], axis=1)
+        boxes += [np.where(has, first, np.inf), np.where(has, last, -np.inf)]
+    return area, sum_y, sum_x, *boxes
+
+
+def _paint(
+    expanded: npt.NDArray[Any], refined: RefinedPixels | None, values: npt.NDArray[Any]
+) -> npt.NDArray[Any]:
+    """Write the refined pixels' values into an expanded [H, W] map (in place if possible)."""
+    if refined is None:
+        return expanded
+    out = np.ascontiguousarray(expanded)
+    out.reshape(-1)[refined.index] = values
+    return out
+
+
 def cells_to_frame(
     cells: CellPanoptic,
     letterbox: Letterbox,
@@ -402,6 +502,7 @@ def cells_to_frame(
     *,
     stride: int = 4,
     upsample: Callable[[npt.NDArray[Any]], npt.NDArray[Any]] | None = None,
+    refined: RefinedPixels | None = None,
 ) -> FrameResult:
     """Map a stride-level result onto the camera's pixels.
 
@@ -412,47 +513,26 @@ def cells_to_frame(
         stride: Output stride.
         upsample: Nearest-neighbour cell map -> camera map with the letterbox's cell grid
             (default: NumPy on the host; the GPU pipeline passes a device version).
+        refined: Pixels whose label bilinear class scores changed
+            (:func:`panoptic_ros.fusion.refine.refine_pixels`); they replace the
+            nearest-neighbour labels there, and boxes, areas and centroids count them.
+            None: nearest neighbour everywhere (4x4-cell blocks).
 
     Returns:
         The frame result at camera resolution; instances that cover no camera pixel are
-        removed and the rest renumbered consecutively.
+        removed and the rest renumbered consecutively (k-th instance = id k).
     """
     grid = _cell_grid(letterbox, stride)
     expand = upsample if upsample is not None else grid.upsample
-    h, w = cells.semantic.shape
-    row_counts = grid.row_counts[:h].astype(np.int64)
-    col_counts = grid.col_counts[:w].astype(np.int64)
-    row_sums = grid.row_sums[:h]
-    col_sums = grid.col_sums[:w]
+    image_w = letterbox.image_hw[1]
 
     instances: list[Instance] = []
     renumber = np.zeros(len(cells.classes) + 1, dtype=np.uint16)
     if len(cells.classes):
-        flat = cells.instances.reshape(-1)
-        member = np.flatnonzero(flat)
-        ids = flat[member]
-        member_rows, member_cols = member // w, member % w
-        count = len(cells.classes) + 1
-        pixels = row_counts[member_rows] * col_counts[member_cols]
-        area = np.bincount(ids, pixels, minlength=count)
-        sum_y = np.bincount(ids, row_sums[member_rows] * col_counts[member_cols], minlength=count)
-        sum_x = np.bincount(ids, col_sums[member_cols] * row_counts[member_rows], minlength=count)
-        big = np.iinfo(np.int64).max
-        row_min = np.full(count, big)
-        row_max = np.full(count, -1)
-        col_min = np.full(count, big)
-        col_max = np.full(count, -1)
-        # Only cells with camera pixels count towards the box.
-        seen = pixels > 0
-        np.minimum.at(row_min, ids[seen], member_rows[seen])
-        np.maximum.at(row_max, ids[seen], member_rows[seen])
-        np.minimum.at(col_min, ids[seen], member_cols[seen])
-        np.maximum.at(col_max, ids[seen], member_cols[seen])
-        for k in range(1, count):
+        area, sum_y, sum_x, y0, y1, x0, x1 = _instance_stats(cells, grid, refined, image_w)
+        for k in range(1, len(cells.classes) + 1):
             if area[k] <= 0:
                 continue
-            x0, x1 = grid.span_x(int(col_min[k]), int(col_max[k]))
-            y0, y1 = grid.span_y(int(row_min[k]), int(row_max[k]))
             class_id = int(cells.classes[k - 1])
             index = len(instances) + 1
             renumber[k] = index
@@ -462,17 +542,22 @@ def cells_to_frame(
                     class_id=class_id,
                     class_name=labels.names[class_id],
                     score=float(cells.scores[k - 1]),
-                    bbox_xyxy=(x0, y0, x1, y1),
+                    bbox_xyxy=(int(x0[k]), int(y0[k]), int(x1[k]), int(y1[k])),
                     area_px=int(area[k]),
                     centroid_yx=(float(sum_y[k] / area[k]), float(sum_x[k] / area[k])),
                 )
             )
-    # Everything is decided per cell and then upsampled: 16x fewer lookups than per pixel.
+    # Everything is decided per cell and then upsampled: 16x fewer lookups than per pixel;
+    # only the refined pixels (boundary cells) are then written one by one.
     semantic = np.asarray(expand(cells.semantic), dtype=np.uint8)
-    instance_cells = renumber[cells.instances]
-    instance_ids = np.asarray(expand(instance_cells), dtype=np.uint16)
+    semantic = _paint(semantic, refined, refined.semantic if refined else semantic)
+    instance_ids = np.asarray(expand(renumber[cells.instances]), dtype=np.uint16)
+    instance_ids = _paint(
+        instance_ids, refined, renumber[refined.instances] if refined else instance_ids
+    )
     drivable_lut = np.where(labels.drivable_table(), 255, 0).astype(np.uint8)
     drivable = np.asarray(expand(drivable_lut[cells.semantic]), dtype=np.uint8)
+    drivable = _paint(drivable, refined, drivable_lut[refined.semantic] if refined else drivable)
     return FrameResult(
         semantic=semantic,
         instance_ids=instance_ids,
@@ -501,7 +586,13 @@ def fuse_panoptic(
     Returns:
         Semantic map, instance ids, drivable mask and instances in camera pixels.
     """
-    cells = fuse_cells(
-        heads, labels, params, valid_hw=letterbox.valid_cells_hw(stride), stride=stride
-    )
-    return cells_to_frame(cells, letterbox, labels, stride=stride)
+    valid_hw = letterbox.valid_cells_hw(stride)
+    cells = fuse_cells(heads, labels, params, valid_hw=valid_hw, stride=stride)
+    refined = None
+    if params.upsample == "bilinear":
+        # Imported here: refine builds on this module's cell maps.
+        from panoptic_ros.fusion.refine import refine_pixels
+
+        logits = heads.semantic_logits[0, :, : valid_hw[0], : valid_hw[1]]
+        refined = refine_pixels(logits, cells, letterbox, labels, stride=stride)
+    return cells_to_frame(cells, letterbox, labels, stride=stride, refined=refined)

@@ -5,7 +5,9 @@ same tie-breaks (argmax/argmin take the first extreme, a stable descending sort 
 centres, float32 distances computed as ``dy*dy + dx*dx`` in separate kernels), so the cell
 maps are identical; scores agree to float32 rounding (the softmax reduction order differs).
 Only the small stride-4 maps cross to the host; :func:`panoptic_ros.fusion.cells_to_frame`
-does the rest.
+does the rest. :func:`refine_pixels_torch` is the device twin of the bilinear edge refinement
+(:mod:`panoptic_ros.fusion.refine`): ``F.interpolate`` on the device, the labelling on the
+host.
 """
 
 from __future__ import annotations
@@ -15,12 +17,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from panoptic_ros.fusion import VOID, CellPanoptic, FusionParams
+from panoptic_ros.fusion.refine import (
+    RefinedPixels,
+    bilinear_coords,
+    boundary_cells,
+    edge_rows,
+    refined_from_dense,
+)
+from panoptic_ros.geometry import Letterbox
 from panoptic_ros.labels import LabelSpace
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["fuse_cells_torch"]
+__all__ = ["fuse_cells_torch", "refine_pixels_torch"]
 
 _CHUNK_CELLS = 65536
 
@@ -160,3 +170,62 @@ def fuse_cells_torch(
         scores=scores.cpu().numpy().astype(np.float32),
         centers_yx=centers.cpu().numpy().astype(np.int64).reshape(-1, 2),
     )
+
+
+def refine_pixels_torch(
+    semantic_logits: torch.Tensor,
+    cells: CellPanoptic,
+    letterbox: Letterbox,
+    labels: LabelSpace,
+    *,
+    stride: int = 4,
+) -> RefinedPixels:
+    """:func:`panoptic_ros.fusion.refine.refine_pixels` with the interpolation on the device.
+
+    The class scores are upsampled with ``F.interpolate`` (bilinear, ``align_corners=False``,
+    the letterbox's exact scale given as ``scale_factor``) and the argmax taken there; only
+    the camera-sized uint8 class map and the small cell maps come to the host, where the
+    labelling rules are shared with the NumPy path. Classes agree with it up to float
+    rounding of near-ties.
+
+    Args:
+        semantic_logits: [1, C, h, w] float tensor (the whole output; cropped here).
+        cells: The fused cell maps of the valid cells.
+        letterbox: The camera-to-network mapping.
+        labels: Label space.
+        stride: Output stride.
+
+    Returns:
+        The refined pixels.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    rows, cols = letterbox.valid_cells_hw(stride)
+    logits = semantic_logits[0, :, :rows, :cols].float()
+    finite = torch.isfinite(logits).all(dim=0)
+    clean = torch.where(torch.isnan(logits), float("-inf"), logits)
+    cell_max, raw = clean.max(dim=0)
+    raw = torch.where(cell_max > float("-inf"), raw, VOID)
+    raw_host = raw.cpu().numpy().astype(np.int64)
+    boundary = boundary_cells(raw_host, finite.cpu().numpy())
+    first, stop = edge_rows(boundary, bilinear_coords(letterbox, stride))
+    if stop == first:
+        empty = np.zeros((0, letterbox.image_hw[1]), dtype=np.uint8)
+        return refined_from_dense(empty, 0, boundary, raw_host, cells, letterbox, labels, stride)
+    ratio_y, ratio_x = letterbox.ratio_yx
+    width = letterbox.image_hw[1]
+    # Non-finite cells are never refined; zeros keep their NaN from spreading.
+    safe = torch.where(finite[None], logits, 0.0)
+    # One repeated edge row and column make the output cover the whole camera image
+    # whatever the rounding of its size (repeating the edge is what the clamp does anyway).
+    padded = F.pad(safe[None], (0, 1, 0, 1), mode="replicate")
+    upsampled = F.interpolate(
+        padded,
+        scale_factor=(stride / ratio_y, stride / ratio_x),
+        mode="bilinear",
+        align_corners=False,
+        recompute_scale_factor=False,
+    )[0, :, first:stop, :width]
+    dense = upsampled.argmax(dim=0).to(torch.uint8).cpu().numpy()
+    return refined_from_dense(dense, first, boundary, raw_host, cells, letterbox, labels, stride)
