@@ -452,3 +452,102 @@ def test_synthetic_scenes_are_mixed_in_at_the_ratio(pseudo_root: Path) -> None:
     dataset = TargetDataset(data.source, data.indices, soft_classes=19)
     position = data.indices.index(scenes[0])
     assert not dataset[position]["soft_weight"].any()
+
+
+# ---- evaluation over the classes present, the trainer's stages, the command line ----------
+
+
+def test_present_class_means_leave_out_classes_only_predicted() -> None:
+    from panoptic_ros.training.scoring import present_class_scores
+
+    names = ["road", "car", "person"]
+    confusion = np.zeros((3, 4), np.int64)
+    confusion[0, 0], confusion[0, 1] = 80, 20  # road: 80 right, 20 called car
+    confusion[1, 1] = 50  # car: 50 right
+    # person: no ground truth; predicted nowhere either (but a false-positive segment below)
+    per_class = {
+        "road": {"pq": 0.9, "tp": 1, "fp": 0, "fn": 0},
+        "car": {"pq": 0.5, "tp": 1, "fp": 1, "fn": 0},
+        "person": {"pq": 0.0, "tp": 0, "fp": 3, "fn": 0},
+    }
+    scores = present_class_scores(confusion, per_class, names)
+    assert scores["gt_classes"] == ["road", "car"] and scores["n_gt_classes"] == 2
+    # IoU road 80/100, car 50/70 (20 false car pixels); person is not averaged in.
+    assert scores["miou_gt_classes"] == pytest.approx((0.8 + 50 / 70) / 2)
+    assert scores["pq_gt_classes"] == pytest.approx(0.7)
+
+
+def test_trainer_stages_run_one_by_one(pseudo_root: Path, tmp_path: Path) -> None:
+    from panoptic_ros.training.loop import Trainer
+    from panoptic_ros.training.sources import build_training_data
+
+    torch.set_num_threads(2)
+    config = config_from_flat(
+        {**TINY, "train.dataset": "cityscapes", "train.dataset_root": str(pseudo_root)}
+    )
+    data = build_training_data(config)
+    scores: list[int] = []
+    trainer = Trainer(
+        config,
+        data.labels,
+        tmp_path,
+        evaluate=lambda network, metadata: (
+            scores.append(1) or {"all": {"pq": 0.5}, "things": {"pq": 0.4}, "stuff": {"pq": 0.6}}
+        ),
+        device="cpu",
+        soft_targets=data.soft_targets,
+    )
+    try:
+        restored = trainer.restore(resume=False)
+        assert restored.step == 0 and restored.optimizer_state is None
+        trainer.prepare(restored, progress=False)
+        assert (tmp_path / "config.yaml").is_file() and (tmp_path / "environment.json").is_file()
+        dataset = trainer.dataset(data.source, data.indices)
+        batch = collate([dataset[0], dataset[1]])
+        assert batch["soft_targets"].shape == (2, 19, 16, 32)
+        before = [p.detach().clone() for p in trainer.network.parameters()]
+        values = trainer.step(batch, 0)
+        assert set(values) == {"lr", "semantic", "center", "offset", "distill", "total"}
+        assert any(
+            not torch.equal(a, b) for a, b in zip(before, trainer.network.parameters(), strict=True)
+        )
+        trainer.after_step(1, values)
+        trainer.evaluate(1)
+        assert scores == [1] and trainer.outcome.evaluations[0][0] == 1
+        outcome = trainer.finish(1, export_onnx=False)  # 1 of 8 steps: resumable only
+        assert outcome.files == [tmp_path / "checkpoint_last.safetensors"]
+        assert not (tmp_path / "model.safetensors").exists()
+    finally:
+        trainer.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["step"] == 1 and rows[0]["total"] == values["total"]
+    assert rows[1]["eval"]["all"]["pq"] == 0.5
+
+
+@pytest.mark.slow
+def test_cli_trains_on_pseudo_labels_and_scores_the_present_classes(
+    pseudo_root: Path, tmp_path: Path, capsys: Any
+) -> None:
+    from panoptic_ros.cli.main import main
+
+    torch.set_num_threads(2)
+    output = tmp_path / "run"
+    settings = {
+        **TINY,
+        "train.dataset": "cityscapes",
+        "train.dataset_root": str(pseudo_root),
+        "train.eval_split": "train",  # scored on its own frames: only the wiring is tested
+        "train.eval_images": 2,
+        "train.steps": 3,
+        "train.synthetic_ratio": 0.3,
+    }
+    flags = [f"--set={k}={v}" for k, v in settings.items()]
+    assert main(["train", "-o", str(output), "--device", "cpu", "-q", *flags]) == 0
+    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert all("distill" in row for row in rows if "total" in row)
+    (evaluation,) = [row["eval"] for row in rows if "eval" in row]
+    present = evaluation["gt_classes"]
+    assert present and set(present) <= set(LABELS.names)
+    assert 0.0 <= evaluation["miou_gt_classes"] <= 1.0
+    assert evaluation["n_gt_classes"] == len(present)
+    assert "classes in its ground truth" in capsys.readouterr().out

@@ -37,6 +37,12 @@ Examples:
   panoptic-ros train -o runs/coco --set train.dataset=coco --set train.dataset_root=~/data/coco \\
       --set train.train_split=train2017 --set train.eval_split=val2017 \\
       --set train.labels_file=panoptic_coco_categories.json --set labels.drivable_classes=[road]
+  # pseudo-labelled frames (pseudo-label's ROOT, with soft targets: distilled), fine-tuned
+  # from an earlier run, for a network that will run at 512x1024, 10% synthetic scenes:
+  panoptic-ros train -o runs/street --set train.dataset=cityscapes --set train.dataset_root=ROOT \
+      --set train.eval_split='' --set train.inference_height=512 \
+      --set train.inference_width=1024 --set train.init_checkpoint=runs/old/model.safetensors \
+      --set train.distill_temperature=2 --set train.synthetic_ratio=0.1
   torchrun --nproc_per_node=4 -m panoptic_ros train -o runs/ddp --config cfg.yaml  # 4 GPUs
       (train.batch_size is per process; several nodes: torchrun's --nnodes/--rdzv-endpoint)
 
@@ -80,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and first_process:
         check_output(args.output, args.overwrite)
 
-    from panoptic_ros.evaluation.model_eval import evaluate_torch_network
     from panoptic_ros.fusion import FusionParams
     from panoptic_ros.training.loop import train
+    from panoptic_ros.training.scoring import score_network
     from panoptic_ros.training.sources import build_training_data
 
     # Every input (dataset folders, splits, label space, category map) is checked here,
@@ -97,9 +103,7 @@ def run(args: argparse.Namespace) -> int:
     def evaluate(network: Any, metadata: Any) -> dict[str, Any]:
         assert eval_samples is not None  # evaluate is only passed with samples
         device = str(next(network.parameters()).device)
-        return evaluate_torch_network(
-            network, metadata, eval_samples, fusion, device=device
-        ).to_dict()
+        return score_network(network, metadata, eval_samples, fusion, device=device)
 
     outcome = train(
         config,
@@ -131,6 +135,13 @@ def run(args: argparse.Namespace) -> int:
                 f"{result['things']['pq']:.3f}, stuff {result['stuff']['pq']:.3f})",
             ]
         )
+        if "pq_gt_classes" in result:
+            rows.append(
+                [
+                    f"over the {result['n_gt_classes']} classes in its ground truth",
+                    f"PQ {result['pq_gt_classes']:.3f}, mIoU {result['miou_gt_classes']:.3f}",
+                ]
+            )
     rows += [["wrote", str(path)] for path in outcome.files]
     if first_process:
         print(format_table(rows))

@@ -78,6 +78,7 @@ def evaluate_pipeline(
     *,
     progress: bool = False,
     total: int | None = None,
+    accumulator: MapAccumulator | None = None,
 ) -> PQResult:
     """Segment every sample's image and compare with its ground truth, one at a time.
 
@@ -88,6 +89,8 @@ def evaluate_pipeline(
             sample is dropped once scored.
         progress: Show a progress bar on stderr (when it is a terminal).
         total: Number of samples for the progress bar (default ``len(samples)`` if any).
+        accumulator: Where to add the counts (default a new one), for callers that read
+            more from it than the result (e.g. the class confusion).
 
     Returns:
         PQ/SQ/RQ for all, things and stuff, per class, and mIoU: the numbers of
@@ -101,7 +104,8 @@ def evaluate_pipeline(
 
     if total is None and isinstance(samples, Sequence):
         total = len(samples)
-    accumulator = MapAccumulator(pipeline.labels)
+    if accumulator is None:
+        accumulator = MapAccumulator(pipeline.labels)
     bar = tqdm(
         samples,
         total=total,

@@ -1,5 +1,8 @@
 """The training loop: AdamW with warm-up and poly decay, periodic PQ, resumable checkpoints.
 
+:func:`train` runs the stages of a :class:`Trainer`: set-up, restore, prepare, one
+:meth:`~Trainer.step` per batch with its bookkeeping, evaluation, finish.
+
 Outputs in ``output_dir``: ``checkpoint_last.safetensors`` (+ the optimizer, GradScaler and
 random generator states beside it: resumable, written every ``train.checkpoint_every`` steps),
 ``model.safetensors`` (final weights), ``model.onnx`` + ``model.json`` (heads contract),
@@ -32,7 +35,15 @@ from panoptic_ros.errors import ConfigError
 from panoptic_ros.labels import LabelSpace
 from panoptic_ros.training.data import AugmentParams, SampleSource, TargetDataset, collate
 
-__all__ = ["TrainOutcome", "augment_params", "initial_network", "learning_rate_at", "train"]
+__all__ = [
+    "Restored",
+    "TrainOutcome",
+    "Trainer",
+    "augment_params",
+    "initial_network",
+    "learning_rate_at",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +213,420 @@ def _batches(
     yield from loader
 
 
+def _select_device(device: str, dist: _Distributed) -> Any:
+    """The torch device of this process (``auto``: CUDA when there is one); joins torchrun."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dist.world > 1:
+        import torch.distributed
+
+        if dev.type == "cuda":
+            dev = torch.device("cuda", dist.local_rank)
+            torch.cuda.set_device(dev)
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        logger.info("process %d of %d on %s", dist.rank, dist.world, dev)
+    return dev
+
+
+def _metadata(network: Any, labels: LabelSpace, cfg: TrainConfig) -> ModelMetadata:
+    return ModelMetadata(
+        labels=labels,
+        input_hw=(cfg.image_height, cfg.image_width),
+        mean_rgb=tuple(float(v) for v in network.mean_rgb),  # type: ignore[arg-type]
+        std_rgb=tuple(float(v) for v in network.std_rgb),  # type: ignore[arg-type]
+        architecture=network.architecture,
+    )
+
+
+@dataclass(slots=True)
+class Restored:
+    """What :meth:`Trainer.restore` read from a resumable checkpoint (empty for a new run).
+
+    Attributes:
+        step: Steps already done.
+        optimizer_state: For ``optimizer.load_state_dict``, or None.
+        scaler_state: For ``GradScaler.load_state_dict`` (``{}``: none saved).
+        rng_state: Generator states for :func:`restore_rng_state`, or None.
+    """
+
+    step: int = 0
+    optimizer_state: dict[str, Any] | None = None
+    scaler_state: dict[str, Any] = field(default_factory=dict)
+    rng_state: dict[str, Any] | None = None
+
+
+class Trainer:
+    """One training run in its stages; :func:`train` calls them in order.
+
+    1. construction (set-up): torchrun rank and device, output folder, seeded network;
+    2. :meth:`restore`: the resumable checkpoint, or the initial weights;
+    3. :meth:`prepare`: device placement, DDP, optimizer, scaler, run files, logging;
+    4. :meth:`step` per batch, then :meth:`after_step` (metrics, progress, periodic
+       evaluation and checkpoint);
+    5. :meth:`evaluate` (also periodic), :meth:`finish` (final checkpoint, evaluation,
+       ``model.safetensors``, ONNX) and :meth:`close`.
+
+    Args:
+        config: The run's configuration.
+        labels: Label space of the data and model.
+        output_dir: Folder for checkpoints, model and logs (created).
+        evaluate: Optional function (network in eval mode, metadata) -> result dict.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        soft_targets: The dataset's soft-target entry when the run distils, else None.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        labels: LabelSpace,
+        output_dir: Path,
+        *,
+        evaluate: Callable[[Any, ModelMetadata], dict[str, Any]] | None = None,
+        device: str = "auto",
+        soft_targets: SoftTargetSpec | None = None,
+    ) -> None:
+        import torch
+
+        from panoptic_ros.modeling.network import build_network_from_config
+        from panoptic_ros.training.losses import LossWeights
+
+        self.config = config
+        self.cfg = cfg = config.train
+        self.labels = labels
+        self.output_dir = output_dir
+        self.evaluate_fn = evaluate
+        self.dist = _distributed_from_environment()
+        self.dev = _select_device(device, self.dist)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        self.network: Any = build_network_from_config(cfg, labels)
+        self.metadata = _metadata(self.network, labels, cfg)
+        self.checkpoint_path = output_dir / CHECKPOINT_NAME
+        self.distil = soft_targets is not None and cfg.distill_weight > 0
+        self.loss_weights = LossWeights(
+            distill=cfg.distill_weight,
+            temperature=cfg.distill_temperature,
+            teacher_temperature=soft_targets.temperature if soft_targets is not None else 1.0,
+        )
+        self.outcome = TrainOutcome(steps=0, seconds=0.0)
+        self.start_step = 0
+        self.rng_state: dict[str, Any] | None = None
+        self.window: list[float] = []
+        self.started = time.monotonic()
+        # Set by prepare():
+        self.model: Any = None
+        self.optimizer: Any = None
+        self.scaler: Any = None
+        self.use_amp = False
+        self.metrics_file: Any = None
+        self.scalars: Any = None
+        self.bar: Any = None
+
+    # -- 2. restore ---------------------------------------------------------------------------
+
+    def restore(self, resume: bool) -> Restored:
+        """Load ``checkpoint_last`` (resume), else ``train.init_checkpoint`` or the backbone's.
+
+        Raises:
+            ConfigError: ``resume`` without a checkpoint, or an unusable init checkpoint.
+        """
+        from panoptic_ros.modeling.checkpoint import load_checkpoint
+        from panoptic_ros.modeling.pretrained import load_backbone_weights
+
+        cfg = self.cfg
+        if resume:
+            path = self.checkpoint_path
+            if not path.is_file():
+                raise ConfigError(f"train: nothing to resume, {str(path)!r} does not exist")
+            self.network, self.metadata, extras = load_checkpoint(path)
+            restored = Restored(
+                step=int(extras.get("step", 0)),
+                optimizer_state=extras.get("optimizer_state"),
+                scaler_state=extras.get("scaler_state") or {},
+                rng_state=extras.get("rng_state"),
+            )
+            logger.info("resuming from %s at step %d", path, restored.step)
+        else:
+            restored = Restored()
+            if cfg.init_checkpoint:
+                self.network = initial_network(
+                    Path(cfg.init_checkpoint).expanduser(), self.labels, cfg
+                )
+                self.metadata = _metadata(self.network, self.labels, cfg)
+            else:
+                load_backbone_weights(self.network.backbone, cfg.backbone_weights)
+        self.start_step = self.outcome.steps = restored.step
+        self.rng_state = restored.rng_state
+        return restored
+
+    # -- 3. prepare ---------------------------------------------------------------------------
+
+    def prepare(self, restored: Restored, *, progress: bool = True) -> None:
+        """Place the network, build DDP, optimizer and scaler, write the run's files."""
+        import torch
+        from tqdm import tqdm
+
+        cfg, dist, dev = self.cfg, self.dist, self.dev
+        self.network = self.network.to(dev).train()
+        self.model = self.network
+        if dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            if dev.type == "cuda":  # batch statistics over all GPUs, not per GPU
+                self.network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.network)  # type: ignore[no-untyped-call]
+            self.model = DistributedDataParallel(
+                self.network, device_ids=[dev.index] if dev.type == "cuda" else None
+            )
+        self.optimizer = torch.optim.AdamW(
+            self.network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+        if restored.optimizer_state is not None:
+            self.optimizer.load_state_dict(restored.optimizer_state)
+        if dist.main:
+            (self.output_dir / "config.yaml").write_text(
+                yaml.safe_dump(config_to_dict(self.config), sort_keys=False), encoding="utf-8"
+            )
+            environment = {**_environment(), "world_size": dist.world}
+            (self.output_dir / "environment.json").write_text(
+                json.dumps(environment, indent=2) + "\n"
+            )
+        # Only the first process writes metrics, checkpoints and the model.
+        metrics = self.output_dir / "metrics.jsonl" if dist.main else Path(os.devnull)
+        self.metrics_file = metrics.open("a", encoding="utf-8")
+        self.use_amp = dev.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        if restored.scaler_state and self.scaler.is_enabled():  # a CPU run's scaler saves {}
+            self.scaler.load_state_dict(restored.scaler_state)
+        self.started = time.monotonic()
+        self.bar = tqdm(
+            total=cfg.steps,
+            initial=self.start_step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not progress or not sys.stderr.isatty() or not dist.main,
+            file=sys.stderr,
+        )
+        self.scalars = _tensorboard_writer(self.output_dir / "tensorboard") if dist.main else None
+
+    def dataset(self, source: SampleSource, indices: Sequence[int]) -> TargetDataset:
+        """The run's augmented target dataset over ``source``."""
+        return TargetDataset(
+            source,
+            indices,
+            seed=self.cfg.seed,
+            augment_params=augment_params(self.cfg),
+            stride=self.metadata.output_stride,
+            soft_classes=self.labels.num_classes if self.distil else None,
+        )
+
+    # -- 4. steps -----------------------------------------------------------------------------
+
+    def restore_generators(self) -> None:
+        """Put back the saved random generators, once, after the loader has started.
+
+        The loader draws its workers' base seed when it starts, so restoring afterwards
+        leaves every generator where the uninterrupted run had it at this step.
+        """
+        from panoptic_ros.modeling.checkpoint import restore_rng_state
+
+        if self.rng_state is not None:
+            restore_rng_state(self.rng_state)
+            self.rng_state = None
+
+    def step(self, host_batch: dict[str, Any], step: int) -> dict[str, float]:
+        """One optimizer step on a batch; returns ``{"lr", loss name: value}``.
+
+        Raises:
+            FloatingPointError: The total loss is not finite.
+        """
+        import torch
+
+        from panoptic_ros.training.losses import panoptic_loss
+
+        cfg = self.cfg
+        lr = learning_rate_at(
+            step, peak=cfg.learning_rate, warmup=cfg.warmup_steps, total=cfg.steps
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = {k: v.to(self.dev, non_blocking=True) for k, v in host_batch.items()}
+        with torch.autocast(self.dev.type, dtype=torch.float16, enabled=self.use_amp):
+            outputs = self.model(batch.pop("image"))
+        losses = panoptic_loss(outputs, batch, self.loss_weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["total"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        total = float(losses["total"].detach())
+        if not math.isfinite(total):
+            raise FloatingPointError(f"train: loss became {total} at step {step + 1}")
+        return {"lr": lr, **{k: float(v.detach()) for k, v in losses.items()}}
+
+    def after_step(self, step: int, values: dict[str, float]) -> None:
+        """Bookkeeping after step ``step`` (1-based): metrics, progress, evaluation, checkpoint."""
+        cfg, dist = self.cfg, self.dist
+        total = values["total"]
+        self.window.append(total)
+        if step == self.start_step + 1:
+            self.outcome.losses["first"] = total
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            self.log({"step": step, **values})
+        self.bar.update(1)
+        recent = float(np.mean(self.window[-20:]))
+        if self.bar.disable and dist.main and step % 50 == 0:
+            # No terminal (CI, nohup): progress goes to the log instead of a bar.
+            elapsed = time.monotonic() - self.started
+            logger.info(
+                "step %d/%d  loss %.3f  lr %.1e  %.2f s/step",
+                step,
+                cfg.steps,
+                recent,
+                values["lr"],
+                elapsed / max(step - self.start_step, 1),
+            )
+        self.bar.set_postfix(loss=f"{recent:.3f}", lr=f"{values['lr']:.1e}")
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
+            self.evaluate(step)
+        if step % cfg.checkpoint_every == 0 and step < cfg.steps and dist.main:
+            self.save(step)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append a record to metrics.jsonl and its numbers to TensorBoard."""
+        self.metrics_file.write(json.dumps(record) + "\n")
+        self.metrics_file.flush()
+        if self.scalars is None:
+            return
+        step_of = int(record["step"])
+        for key, value in record.items():
+            if key != "step" and isinstance(value, int | float):
+                self.scalars.add_scalar(f"train/{key}", value, step_of)
+        result = record.get("eval")
+        if result is not None:
+            for group in ("all", "things", "stuff"):
+                self.scalars.add_scalar(f"eval/pq_{group}", result[group]["pq"], step_of)
+            for key in ("pq_gt_classes", "miou_gt_classes"):
+                if isinstance(result.get(key), float) and math.isfinite(result[key]):
+                    self.scalars.add_scalar(f"eval/{key}", result[key], step_of)
+
+    def save(self, step: int) -> None:
+        """Write the resumable checkpoint (weights, optimizer, scaler, generators)."""
+        from panoptic_ros.modeling import checkpoint
+
+        checkpoint.save_checkpoint(
+            self.checkpoint_path,
+            self.network,
+            metadata=self.metadata,
+            optimizer_state=self.optimizer.state_dict(),
+            scaler_state=self.scaler.state_dict(),
+            step=step,
+        )
+
+    # -- 5. evaluation and finish ---------------------------------------------------------------
+
+    def evaluate(self, step: int) -> None:
+        """Score the network with ``evaluate`` (first process only) and log the result."""
+        import torch
+
+        if self.evaluate_fn is None or not self.dist.main:
+            return
+        self.network.eval()
+        with torch.no_grad():
+            result = self.evaluate_fn(self.network, self.metadata)
+        self.network.train()
+        self.outcome.evaluations.append((step, result))
+        self.log({"step": step, "eval": result})
+        logger.info(
+            "step %d: PQ %.3f (things %.3f, stuff %.3f)",
+            step,
+            result["all"]["pq"],
+            result["things"]["pq"],
+            result["stuff"]["pq"],
+        )
+        if "pq_gt_classes" in result:
+            logger.info(
+                "step %d: over the %d classes present in the evaluation ground truth: "
+                "PQ %.3f, mIoU %.3f",
+                step,
+                result["n_gt_classes"],
+                result["pq_gt_classes"],
+                result["miou_gt_classes"],
+            )
+
+    def finish(self, step: int, *, export_onnx: bool = True) -> TrainOutcome:
+        """End the run after ``step``: checkpoint, and when complete the final model files.
+
+        A non-main torchrun process only reports its parameter digest. A run stopped
+        before ``train.steps`` (``stop_at``) writes the resumable checkpoint only.
+        """
+        outcome, dist = self.outcome, self.dist
+        outcome.steps = step
+        outcome.losses["last"] = float(np.mean(self.window[-20:])) if self.window else float("nan")
+        if dist.world > 1:
+            digest = hashlib.sha256()
+            # Parameters only: BatchNorm running statistics are per process until DDP
+            # broadcasts rank 0's at the next forward pass.
+            for parameter in self.network.parameters():
+                digest.update(parameter.detach().cpu().numpy().tobytes())
+            logger.info(
+                "rank %d of %d: parameters sha256 %s",
+                dist.rank,
+                dist.world,
+                digest.hexdigest()[:16],
+            )
+            if not dist.main:
+                return outcome
+        self.save(step)
+        outcome.files.append(self.checkpoint_path)
+        if step < self.cfg.steps:  # stopped early (stop_at): resumable, nothing final written
+            return outcome
+        self.evaluate(step)
+        self._write_model(step, export_onnx)
+        return outcome
+
+    def _write_model(self, step: int, export_onnx: bool) -> None:
+        from panoptic_ros.modeling import checkpoint
+
+        outcome = self.outcome
+        final = self.output_dir / "model.safetensors"
+        provenance = {"steps": step, "train": config_to_dict(self.config)["train"]}
+        if outcome.evaluations:
+            provenance["eval"] = outcome.evaluations[-1][1]
+        self.metadata = ModelMetadata(**{**_fields(self.metadata), "provenance": provenance})
+        checkpoint.save_checkpoint(final, self.network, metadata=self.metadata, step=step)
+        outcome.files += [final, self.output_dir / "metrics.jsonl"]
+        if export_onnx:
+            from panoptic_ros.export.onnx_export import export_onnx as export
+
+            self.network.eval().cpu()
+            onnx_path = export(
+                self.network,
+                self.output_dir / "model.onnx",
+                metadata=self.metadata,
+                input_hw=self.metadata.input_hw,
+                dynamic=True,
+            )
+            outcome.files += [onnx_path, onnx_path.with_suffix(".json")]
+
+    def close(self) -> None:
+        """Close the progress bar, metrics and TensorBoard files and the process group."""
+        if self.bar is not None:
+            self.bar.close()
+        if self.metrics_file is not None:
+            self.metrics_file.close()
+        if self.scalars is not None:
+            self.scalars.close()
+        if self.dist.world > 1:
+            import torch.distributed
+
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
+        self.outcome.seconds = time.monotonic() - self.started
+
+
 def train(
     config: Config,
     labels: LabelSpace,
@@ -241,282 +666,34 @@ def train(
     Raises:
         ConfigError: Too few samples for the configured steps, or nothing to resume.
     """
-    import torch
-    from tqdm import tqdm
-
-    from panoptic_ros.modeling.checkpoint import (
-        load_checkpoint,
-        restore_rng_state,
-        save_checkpoint,
-    )
-    from panoptic_ros.modeling.network import build_network_from_config
-    from panoptic_ros.modeling.pretrained import load_backbone_weights
-    from panoptic_ros.training.losses import LossWeights, panoptic_loss
-
     cfg = config.train
-    dist = _distributed_from_environment()
-    needed = cfg.steps * cfg.batch_size * dist.world
+    world = _distributed_from_environment().world
+    needed = cfg.steps * cfg.batch_size * world
     if len(source_indices) < needed:
         raise ConfigError(
             f"train: {len(source_indices)} samples cannot fill {cfg.steps} steps of "
             f"{cfg.batch_size}"
         )
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dist.world > 1:
-        import torch.distributed
-
-        if dev.type == "cuda":
-            dev = torch.device("cuda", dist.local_rank)
-            torch.cuda.set_device(dev)
-        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-        logger.info("process %d of %d on %s", dist.rank, dist.world, dev)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-
-    network = build_network_from_config(cfg, labels)
-    metadata = ModelMetadata(
-        labels=labels,
-        input_hw=(cfg.image_height, cfg.image_width),
-        mean_rgb=tuple(float(v) for v in network.mean_rgb),  # type: ignore[arg-type]
-        std_rgb=tuple(float(v) for v in network.std_rgb),  # type: ignore[arg-type]
-        architecture=network.architecture,
+    trainer = Trainer(
+        config, labels, output_dir, evaluate=evaluate, device=device, soft_targets=soft_targets
     )
-    start_step = 0
-    optimizer_state: dict[str, Any] | None = None
-    scaler_state: dict[str, Any] = {}
-    rng_state: dict[str, Any] | None = None
-    checkpoint_path = output_dir / CHECKPOINT_NAME
-    if resume:
-        if not checkpoint_path.is_file():
-            raise ConfigError(f"train: nothing to resume, {str(checkpoint_path)!r} does not exist")
-        network, metadata, extras = load_checkpoint(checkpoint_path)
-        start_step = int(extras.get("step", 0))
-        optimizer_state = extras.get("optimizer_state")
-        scaler_state = extras.get("scaler_state") or {}
-        rng_state = extras.get("rng_state")
-        logger.info("resuming from %s at step %d", checkpoint_path, start_step)
-    elif cfg.init_checkpoint:
-        network = initial_network(Path(cfg.init_checkpoint).expanduser(), labels, cfg)
-        metadata = ModelMetadata(
-            labels=labels,
-            input_hw=(cfg.image_height, cfg.image_width),
-            mean_rgb=tuple(float(v) for v in network.mean_rgb),  # type: ignore[arg-type]
-            std_rgb=tuple(float(v) for v in network.std_rgb),  # type: ignore[arg-type]
-            architecture=network.architecture,
-        )
-    else:
-        load_backbone_weights(network.backbone, cfg.backbone_weights)
-
-    network = network.to(dev).train()
-    model: Any = network
-    if dist.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        if dev.type == "cuda":  # batch statistics over all GPUs, not per GPU
-            network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)  # type: ignore[no-untyped-call]
-        model = DistributedDataParallel(
-            network, device_ids=[dev.index] if dev.type == "cuda" else None
-        )
-    optimizer = torch.optim.AdamW(
-        network.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-    )
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-
-    if dist.main:
-        (output_dir / "config.yaml").write_text(
-            yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8"
-        )
-        environment = {**_environment(), "world_size": dist.world}
-        (output_dir / "environment.json").write_text(json.dumps(environment, indent=2) + "\n")
-
-    distil = soft_targets is not None and cfg.distill_weight > 0
-    dataset = TargetDataset(
-        source,
-        source_indices[:needed],
-        seed=cfg.seed,
-        augment_params=augment_params(cfg),
-        stride=metadata.output_stride,
-        soft_classes=labels.num_classes if distil else None,
-    )
-    loss_weights = LossWeights(
-        distill=cfg.distill_weight,
-        temperature=cfg.distill_temperature,
-        teacher_temperature=soft_targets.temperature if soft_targets is not None else 1.0,
-    )
-    outcome = TrainOutcome(steps=start_step, seconds=0.0)
-    # Only the first process writes metrics, checkpoints and the model.
-    metrics_file = (output_dir / "metrics.jsonl" if dist.main else Path(os.devnull)).open(
-        "a", encoding="utf-8"
-    )
-    use_amp = dev.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    if scaler_state and scaler.is_enabled():  # a CPU run's (disabled) scaler saves {}
-        scaler.load_state_dict(scaler_state)
-    started = time.monotonic()
-    window: list[float] = []
-    bar = tqdm(
-        total=cfg.steps,
-        initial=start_step,
-        desc="train",
-        unit="step",
-        dynamic_ncols=True,
-        disable=not progress or not sys.stderr.isatty() or not dist.main,
-        file=sys.stderr,
-    )
-
-    scalars = _tensorboard_writer(output_dir / "tensorboard") if dist.main else None
-
-    def log(record: dict[str, Any]) -> None:
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
-        if scalars is not None:
-            step_of = int(record["step"])
-            for key, value in record.items():
-                if key != "step" and isinstance(value, int | float):
-                    scalars.add_scalar(f"train/{key}", value, step_of)
-            for group in ("all", "things", "stuff"):
-                if "eval" in record:
-                    scalars.add_scalar(f"eval/pq_{group}", record["eval"][group]["pq"], step_of)
-
-    def run_evaluation(step: int) -> None:
-        if evaluate is None or not dist.main:
-            return
-        network.eval()
-        with torch.no_grad():
-            result = evaluate(network, metadata)
-        network.train()
-        outcome.evaluations.append((step, result))
-        log({"step": step, "eval": result})
-        logger.info(
-            "step %d: PQ %.3f (things %.3f, stuff %.3f)",
-            step,
-            result["all"]["pq"],
-            result["things"]["pq"],
-            result["stuff"]["pq"],
-        )
-
     try:
-        step = start_step
+        restored = trainer.restore(resume)
+        trainer.prepare(restored, progress=progress)
+        dataset = trainer.dataset(source, source_indices[:needed])
+        step = trainer.start_step
         for host_batch in _batches(
-            dataset, cfg.batch_size, start_step, cfg.num_workers, cfg.steps, dist
+            dataset, cfg.batch_size, step, cfg.num_workers, cfg.steps, trainer.dist
         ):
             if step >= cfg.steps or (stop_at is not None and step >= stop_at):
                 break
-            if rng_state is not None:
-                # Restored after the loader has started (it draws its workers' base seed),
-                # so every generator is where the uninterrupted run had it at this step.
-                restore_rng_state(rng_state)
-                rng_state = None
-            lr = learning_rate_at(
-                step, peak=cfg.learning_rate, warmup=cfg.warmup_steps, total=cfg.steps
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = {k: v.to(dev, non_blocking=True) for k, v in host_batch.items()}
-            with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
-                outputs = model(batch.pop("image"))
-            losses = panoptic_loss(outputs, batch, loss_weights)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses["total"]).backward()  # type: ignore[no-untyped-call]
-            scaler.step(optimizer)
-            scaler.update()
+            trainer.restore_generators()
+            values = trainer.step(host_batch, step)
             step += 1
-            total = float(losses["total"].detach())
-            if not math.isfinite(total):
-                raise FloatingPointError(f"train: loss became {total} at step {step}")
-            window.append(total)
-            record = {"step": step, "lr": lr, **{k: float(v.detach()) for k, v in losses.items()}}
-            if step == start_step + 1:
-                outcome.losses["first"] = total
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                log(record)
-            bar.update(1)
-            if bar.disable and dist.main and step % 50 == 0:
-                # No terminal (CI, nohup): progress goes to the log instead of a bar.
-                elapsed = time.monotonic() - started
-                logger.info(
-                    "step %d/%d  loss %.3f  lr %.1e  %.2f s/step",
-                    step,
-                    cfg.steps,
-                    float(np.mean(window[-20:])),
-                    lr,
-                    elapsed / max(step - start_step, 1),
-                )
-            bar.set_postfix(loss=f"{np.mean(window[-20:]):.3f}", lr=f"{lr:.1e}")
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:
-                run_evaluation(step)
-            if step % cfg.checkpoint_every == 0 and step < cfg.steps and dist.main:
-                save_checkpoint(
-                    checkpoint_path,
-                    network,
-                    metadata=metadata,
-                    optimizer_state=optimizer.state_dict(),
-                    scaler_state=scaler.state_dict(),
-                    step=step,
-                )
-        outcome.steps = step
-        outcome.losses["last"] = float(np.mean(window[-20:])) if window else float("nan")
-        if dist.world > 1:
-            digest = hashlib.sha256()
-            # Parameters only: BatchNorm running statistics are per process until DDP
-            # broadcasts rank 0's at the next forward pass.
-            for parameter in network.parameters():
-                digest.update(parameter.detach().cpu().numpy().tobytes())
-            logger.info(
-                "rank %d of %d: parameters sha256 %s",
-                dist.rank,
-                dist.world,
-                digest.hexdigest()[:16],
-            )
-            if not dist.main:
-                return outcome
-        save_checkpoint(
-            checkpoint_path,
-            network,
-            metadata=metadata,
-            optimizer_state=optimizer.state_dict(),
-            scaler_state=scaler.state_dict(),
-            step=step,
-        )
-        if step < cfg.steps:  # stopped early (stop_at): resumable, nothing final written
-            outcome.files.append(checkpoint_path)
-            outcome.seconds = time.monotonic() - started
-            return outcome
-        run_evaluation(step)
-        final = output_dir / "model.safetensors"
-        provenance = {"steps": step, "train": config_to_dict(config)["train"]}
-        if outcome.evaluations:
-            provenance["eval"] = outcome.evaluations[-1][1]
-        metadata = ModelMetadata(**{**_fields(metadata), "provenance": provenance})
-        save_checkpoint(final, network, metadata=metadata, step=step)
-        outcome.files += [checkpoint_path, final, output_dir / "metrics.jsonl"]
-        if export_onnx:
-            from panoptic_ros.export.onnx_export import export_onnx as export
-
-            network.eval().cpu()
-            onnx_path = export(
-                network,
-                output_dir / "model.onnx",
-                metadata=metadata,
-                input_hw=metadata.input_hw,
-                dynamic=True,
-            )
-            outcome.files += [onnx_path, onnx_path.with_suffix(".json")]
+            trainer.after_step(step, values)
+        return trainer.finish(step, export_onnx=export_onnx)
     finally:
-        bar.close()
-        metrics_file.close()
-        if scalars is not None:
-            scalars.close()
-        if dist.world > 1:
-            import torch.distributed
-
-            if torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
-    outcome.seconds = time.monotonic() - started
-    return outcome
+        trainer.close()
 
 
 def _fields(metadata: ModelMetadata) -> dict[str, Any]:
