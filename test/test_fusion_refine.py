@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from panoptic_ros.backends.base import BackendBase
 from panoptic_ros.config import load_config
 from panoptic_ros.errors import ConfigError
 from panoptic_ros.fusion import FusionParams, fuse_cells, fuse_panoptic
@@ -305,7 +306,7 @@ def test_torch_refinement_equals_numpy(device: str, seed: int, camera: tuple[int
 def test_pipeline_upsample_mode_reaches_the_output() -> None:
     from panoptic_ros.pipeline import PanopticPipeline
 
-    class FieldBackend:
+    class FieldBackend(BackendBase):
         name, device, model_path, input_hw = "field", "cpu", "field", NETWORK_HW
         box = Letterbox.fit(CAMERA_HW, NETWORK_HW)
         heads = field_heads(box, disc, ROAD, VEGETATION)
