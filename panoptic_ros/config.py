@@ -91,7 +91,7 @@ class ModelConfig:
 
     model_file_path: str = setting(
         "",
-        "ONNX model (or .safetensors checkpoint for the torch backend); '' = bundled demo model",
+        "ONNX model (or .safetensors checkpoint for the torch backend); '' = bundled default model",
         read_only=True,
     )
     network_height: int = setting(

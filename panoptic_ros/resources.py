@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 PACKAGE = "panoptic_ros"
-DEFAULT_MODEL_NAME = "panoptic_lite0_synthetic.onnx"
+DEFAULT_MODEL_NAME = "panoptic_lite0_real.onnx"
 #: The model trained on synthetic scenes only: exact labels on them, for tests and the
 #: synthetic evaluation; not for real cameras.
 SYNTHETIC_MODEL_NAME = "panoptic_lite0_synthetic.onnx"

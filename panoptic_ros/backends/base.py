@@ -196,7 +196,7 @@ BACKEND_ORDER: tuple[str, ...] = ("tensorrt", "torch", "onnxruntime")
 
 
 def resolve_model_path(model: ModelConfig) -> Path:
-    """Return the model file to load: the configured one or the bundled demo model.
+    """Return the model file to load: the configured one or the bundled default model.
 
     Raises:
         ModelFileError: The configured file does not exist.
@@ -207,7 +207,7 @@ def resolve_model_path(model: ModelConfig) -> Path:
     if not path.is_file():
         raise ModelFileError(
             f"model file {str(path)!r} not found; set model.model_file_path to an ONNX model "
-            "or leave it empty for the bundled demo model"
+            "or leave it empty for the bundled default model"
         )
     return path
 

@@ -86,7 +86,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, backend: bool = Tru
             help="inference backend (default: backend.name from the config)",
         )
         parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-        parser.add_argument("--model", type=Path, help="model file (default: bundled demo model)")
+        parser.add_argument(
+            "--model", type=Path, help="model file (default: the bundled default model)"
+        )
 
 
 def add_output_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:

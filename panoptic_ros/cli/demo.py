@@ -1,4 +1,4 @@
-"""``panoptic-ros demo``: replay the bundled sample bag through the bundled demo model (CPU)."""
+"""``panoptic-ros demo``: replay the bundled sample bag through the bundled default model (CPU)."""
 
 from __future__ import annotations
 

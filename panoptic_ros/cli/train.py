@@ -24,7 +24,10 @@ TRAIN_MODULES = ("torch", "safetensors", "onnx", "cv2")
 
 EXAMPLES = """
 Examples:
-  # the bundled demo model (see README "Default model" for its run time):
+  # the default model, from pseudo-labelled real frames (docs/MODEL_CARD.md):
+  panoptic-ros train -o runs/real --config config/train_real.yaml \\
+      --set train.dataset_root=pseudo/real
+  # the synthetic model the tests use (README "Training" has its run time):
   panoptic-ros train -o runs/synthetic --config config/train_synthetic.yaml
   panoptic-ros train -o runs/tiny --set train.steps=50 --set train.batch_size=2
   panoptic-ros train -o runs/synthetic --resume          # continue an interrupted run

@@ -5,7 +5,7 @@
 drive renders one synthetic scene at twice the camera size and zooms towards the vanishing
 area frame by frame, so objects persist and grow as if the car drove forward: the object
 ids of the replay then have something to follow. Seeds are from the held-out range, so the
-bundled demo model has never seen these scenes.
+bundled models (the default and the synthetic one) have never seen these scenes.
 """
 
 from __future__ import annotations

@@ -280,7 +280,7 @@ class _PanopticNodeCore(Node):
             node = self.config.node
             self.get_logger().info(
                 f"loading model ({self.config.backend.name} backend, "
-                f"{self.config.model.model_file_path or 'bundled demo model'}); a TensorRT "
+                f"{self.config.model.model_file_path or 'bundled default model'}); a TensorRT "
                 "engine may need building first, which takes minutes on a Jetson"
             )
             started = time.monotonic()
