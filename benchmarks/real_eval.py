@@ -31,6 +31,7 @@ import numpy.typing as npt
 from panoptic_ros.config import config_from_flat
 from panoptic_ros.labels import CITYSCAPES
 from panoptic_ros.pipeline import PanopticPipeline
+from panoptic_ros.pseudo.frames import thumbnail
 
 MERGED11 = (
     "sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car",
@@ -83,17 +84,12 @@ def _rgb(path: Path) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
-def _thumb(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
-    grey = image.mean(axis=2, dtype=np.float32)
-    return np.asarray(cv2.resize(grey, (64, 36), interpolation=cv2.INTER_AREA), np.float32)
-
-
 def training_thumbnails(roots: list[Path]) -> list[npt.NDArray[np.float32]]:
     """Thumbnails of every image of the given pseudo-label datasets (all splits)."""
     thumbs = []
     for root in roots:
         for path in sorted((root / "leftImg8bit").rglob("*_leftImg8bit.*")):
-            thumbs.append(_thumb(_rgb(path)))
+            thumbs.append(thumbnail(_rgb(path)))
     return thumbs
 
 
@@ -144,7 +140,7 @@ def score(
     confusion = np.zeros((count, count + 1), dtype=np.int64)
     scored, excluded = 0, []
     for name, image, truth in frames:
-        thumb = _thumb(image)
+        thumb = thumbnail(image)
         if any(float(np.abs(thumb - t).mean()) < 2.0 for t in train_thumbs):
             excluded.append(name)
             continue

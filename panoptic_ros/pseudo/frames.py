@@ -34,6 +34,7 @@ __all__ = [
     "Subsampling",
     "open_sources",
     "source_name",
+    "thumbnail",
 ]
 
 logger = logging.getLogger(__name__)
@@ -121,7 +122,8 @@ def _decode_file(path: Path) -> tuple[npt.NDArray[np.uint8], bytes | None]:
     return np.ascontiguousarray(image[:, :, ::-1]), data if _is_jpeg(data) else None
 
 
-def _thumbnail(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+def thumbnail(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """[H, W, 3] uint8 -> [36, 64] float32 grey thumbnail, for near-duplicate checks."""
     import cv2
 
     grey = image.mean(axis=2, dtype=np.float32)
@@ -202,7 +204,7 @@ class FrameSource:
                 yield item
                 continue
             if self.subsampling.dedup:
-                thumb = _thumbnail(item.image)
+                thumb = thumbnail(item.image)
                 if (
                     last_thumb is not None
                     and thumb.shape == last_thumb.shape
