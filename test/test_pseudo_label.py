@@ -595,3 +595,20 @@ def test_command_refuses_bad_input_in_one_line(tmp_path: Path, teachers_yaml: Pa
     inside = _cli(folder, "-o", folder / "out", "--teachers", teachers_yaml)
     assert inside.returncode == 1 and "overlaps the input" in inside.stderr
     assert not (folder / "out").exists()
+
+
+def test_undecodable_bag_frames_are_counted_and_skipped(
+    tmp_path: Path, teachers_yaml: Path
+) -> None:
+    from bag_fixtures import make_bag_with_corrupt_frames
+
+    bag = make_bag_with_corrupt_frames(tmp_path, corrupt=(1, 2), count=4)
+    out = tmp_path / "pseudo"
+    done = _cli(bag, "-o", out, "--teachers", teachers_yaml, "--tiles", "1x1")
+    assert done.returncode == 0, done.stderr
+    summary = _summary(done.stdout)
+    assert summary["labelled"] == "2" and summary["bad frames"] == "2"
+    warnings = [line for line in done.stderr.splitlines() if "skipped frame" in line]
+    assert [w.split("skipped frame ")[1].split(" ")[0] for w in warnings] == ["1", "2"]
+    document = json.loads((out / "gtFine" / "cityscapes_panoptic_train.json").read_text())
+    assert [f["index"] for f in document["pseudo_label"]["frames"]] == [0, 3]
