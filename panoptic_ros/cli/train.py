@@ -42,9 +42,9 @@ Examples:
       --set train.labels_file=panoptic_coco_categories.json --set labels.drivable_classes=[road]
   # pseudo-labelled frames (pseudo-label's ROOT, with soft targets: distilled), fine-tuned
   # from an earlier run, for a network that will run at 512x1024, 10% synthetic scenes:
-  panoptic-ros train -o runs/street --set train.dataset=cityscapes --set train.dataset_root=ROOT \
-      --set train.eval_split='' --set train.inference_height=512 \
-      --set train.inference_width=1024 --set train.init_checkpoint=runs/old/model.safetensors \
+  panoptic-ros train -o runs/street --set train.dataset=cityscapes --set train.dataset_root=ROOT \\
+      --set train.eval_split='' --set train.inference_height=512 \\
+      --set train.inference_width=1024 --set train.init_checkpoint=runs/old/model.safetensors \\
       --set train.distill_temperature=2 --set train.synthetic_ratio=0.1
   torchrun --nproc_per_node=4 -m panoptic_ros train -o runs/ddp --config cfg.yaml  # 4 GPUs
       (train.batch_size is per process; several nodes: torchrun's --nnodes/--rdzv-endpoint)
