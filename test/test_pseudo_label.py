@@ -423,6 +423,11 @@ def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
+def _label(teachers: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    """pseudo-label with the tiny teachers: whole-frame detector, 4-pixel instances allowed."""
+    return _cli(*args, "--teachers", teachers, "--tiles", "1x1", "--min-instance-px", "4")
+
+
 def _summary(stdout: str) -> dict[str, str]:
     """The summary table as {row name: value}."""
     rows = (re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in stdout.splitlines())
@@ -446,20 +451,7 @@ def _inputs(tmp_path: Path) -> tuple[Path, Path]:
 def test_command_writes_a_dataset_train_and_eval_read(tmp_path: Path, teachers_yaml: Path) -> None:
     folder, bag = _inputs(tmp_path)
     out = tmp_path / "pseudo"
-    done = _cli(
-        folder,
-        bag,
-        "-o",
-        out,
-        "--teachers",
-        teachers_yaml,
-        "--tiles",
-        "1x1",
-        "--min-instance-px",
-        "4",
-        "--split",
-        "val",
-    )
+    done = _label(teachers_yaml, folder, bag, "-o", out, "--split", "val")
     assert done.returncode == 0, done.stderr
     # The truncated frame is counted and named in one line; the others are labelled.
     warnings = [line for line in done.stderr.splitlines() if "skipped frame" in line]
@@ -509,35 +501,11 @@ def test_command_writes_a_dataset_train_and_eval_read(tmp_path: Path, teachers_y
 def test_command_resumes_and_is_deterministic(tmp_path: Path, teachers_yaml: Path) -> None:
     folder, bag = _inputs(tmp_path)
     first, second = tmp_path / "first", tmp_path / "second"
-    assert (
-        _cli(
-            folder,
-            "-o",
-            first,
-            "--teachers",
-            teachers_yaml,
-            "--tiles",
-            "1x1",
-            "--min-instance-px",
-            "4",
-        ).returncode
-        == 0
-    )
+    assert _label(teachers_yaml, folder, "-o", first).returncode == 0
     written = {
         p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file() and "records" in str(p)
     }
-    again = _cli(
-        folder,
-        bag,
-        "-o",
-        first,
-        "--teachers",
-        teachers_yaml,
-        "--tiles",
-        "1x1",
-        "--min-instance-px",
-        "4",
-    )
+    again = _label(teachers_yaml, folder, bag, "-o", first)
     assert again.returncode == 0, again.stderr
     summary = _summary(again.stdout)
     assert summary["skipped (done before)"] == "3" and summary["labelled"] == "2"
@@ -548,37 +516,12 @@ def test_command_resumes_and_is_deterministic(tmp_path: Path, teachers_yaml: Pat
     assert len(document["annotations"]) == 5
     assert len(document["pseudo_label"]["sources"]) == 2
     # Other settings into the same folder are refused before anything is written.
-    refused = _cli(
-        folder,
-        "-o",
-        first,
-        "--teachers",
-        teachers_yaml,
-        "--tiles",
-        "1x1",
-        "--min-instance-px",
-        "4",
-        "--flip",
-    )
+    refused = _label(teachers_yaml, folder, "-o", first, "--flip")
     assert refused.returncode == 1
     assert "made with other settings; use a new output folder" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     # The same frames in another folder give the same bytes.
-    assert (
-        _cli(
-            folder,
-            bag,
-            "-o",
-            second,
-            "--teachers",
-            teachers_yaml,
-            "--tiles",
-            "1x1",
-            "--min-instance-px",
-            "4",
-        ).returncode
-        == 0
-    )
+    assert _label(teachers_yaml, folder, bag, "-o", second).returncode == 0
     for path in (first / "gtFine" / "cityscapes_panoptic_train").iterdir():
         assert path.read_bytes() == (second / path.relative_to(first)).read_bytes()
     for path in (first / "softTargets" / "train").iterdir():
@@ -604,7 +547,7 @@ def test_undecodable_bag_frames_are_counted_and_skipped(
 
     bag = make_bag_with_corrupt_frames(tmp_path, corrupt=(1, 2), count=4)
     out = tmp_path / "pseudo"
-    done = _cli(bag, "-o", out, "--teachers", teachers_yaml, "--tiles", "1x1")
+    done = _label(teachers_yaml, bag, "-o", out)
     assert done.returncode == 0, done.stderr
     summary = _summary(done.stdout)
     assert summary["labelled"] == "2" and summary["bad frames"] == "2"
