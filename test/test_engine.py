@@ -128,26 +128,17 @@ class FakeBuilder:
         self.delay_s = delay_s
 
     def __call__(self, onnx_path: Path, engine_path: Path, **kwargs: Any) -> EngineRecord:
-        from panoptic_ros.export.engine import file_sha256
 
         self.builds += 1
         time.sleep(self.delay_s)
         device, plan, metadata = kwargs["device"], kwargs["plan"], kwargs["metadata"]
         shape = (1, *kwargs["input_hw"], 3)
-        record = EngineRecord(
-            onnx_sha256=file_sha256(onnx_path),
-            tensorrt_version=device.tensorrt_version,
-            gpu_name=device.gpu_name,
-            compute_capability=device.compute_capability,
-            sm_count=device.sm_count,
-            l4t_version=device.l4t_version,
-            dla_core=plan.dla_core,
-            precision=metadata.precision,
-            strongly_typed=plan.strongly_typed,
-            builder_flags=plan.builder_flags,
-            min_shape=shape,
-            opt_shape=shape,
-            max_shape=shape,
+        record = EngineRecord.of(
+            onnx_path,
+            device,
+            plan,
+            metadata.precision,
+            (shape, shape, shape),
             plan_sha256=hashlib.sha256(b"plan").hexdigest(),
         )
         engine_path.write_bytes(b"plan")

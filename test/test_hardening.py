@@ -906,20 +906,12 @@ def test_foreign_or_unreadable_engine_records_are_never_trusted(tmp_path: Path) 
     def builder(onnx: Path, engine: Path, **kwargs: Any) -> EngineRecord:
         device, plan = kwargs["device"], kwargs["plan"]
         shape = (1, 128, 256, 3)
-        record = EngineRecord(
-            onnx_sha256=__import__("hashlib").sha256(onnx.read_bytes()).hexdigest(),
-            tensorrt_version=device.tensorrt_version,
-            gpu_name=device.gpu_name,
-            compute_capability=device.compute_capability,
-            sm_count=device.sm_count,
-            l4t_version=device.l4t_version,
-            dla_core=plan.dla_core,
-            precision=metadata.precision,
-            strongly_typed=plan.strongly_typed,
-            builder_flags=plan.builder_flags,
-            min_shape=shape,
-            opt_shape=shape,
-            max_shape=shape,
+        record = EngineRecord.of(
+            onnx,
+            device,
+            plan,
+            metadata.precision,
+            (shape, shape, shape),
             plan_sha256=__import__("hashlib").sha256(b"plan").hexdigest(),
         )
         engine.write_bytes(b"plan")
